@@ -1,0 +1,135 @@
+"""Our checkpoint format: a folder with ``model.safetensors`` (weights) and ``card.json`` (everything else).
+
+safetensors holds only tensors, so loading never executes code. The card says what the weights are
+(architecture config, class names and colours, the preprocessing the model was trained with),
+where they come from (training data and licences, command, hardware, parent version) and how
+good they are (metrics). The loader checks that card and weights agree before building the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from braunet._atomic import atomic_path
+from braunet.errors import CheckpointError
+from braunet.model.braunet import BRAUNet
+from braunet.model.config import BRAUNetConfig
+
+__all__ = ["CARD_FILE", "FORMAT", "WEIGHTS_FILE", "ModelCard", "load_checkpoint", "read_card", "save_checkpoint"]
+
+FORMAT = "braunet-checkpoint/1"
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "card.json"
+
+
+@dataclass
+class ModelCard:
+    """Metadata stored beside the weights.
+
+    ``preprocessing`` is the recipe :mod:`braunet.infer` applies before the network, e.g.
+    ``{"kind": "ct", "clip_hu": [-125, 275], "mean": 0.5, "std": 0.5}`` or
+    ``{"kind": "rgb", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}``.
+    """
+
+    name: str
+    config: BRAUNetConfig
+    class_names: list[str]  # index = label value; 0 is background for multi-class models
+    preprocessing: dict[str, Any]
+    class_colors: list[str] = field(default_factory=list)  # "#rrggbb" per class, may be empty
+    description: str = ""
+    version: int = 1
+    parent: str | None = None  # name/version (or folder) this model was fine-tuned from
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    package_version: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)  # e.g. converted from which official file
+    training: dict[str, Any] = field(default_factory=dict)  # data, licences, command, time, hardware
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.package_version:
+            from braunet import __version__
+
+            self.package_version = __version__
+        expected = max(self.config.num_classes, 2)  # a 1-logit binary model still names 2 classes
+        if len(self.class_names) != expected:
+            raise CheckpointError(
+                f"model card {self.name!r}: {len(self.class_names)} class names for a model with "
+                f"{self.config.num_classes} output channel(s) (expected {expected})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["config"] = self.config.to_dict()
+        return {"format": FORMAT, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "card.json") -> ModelCard:
+        data = dict(data)
+        if data.pop("format", None) != FORMAT:
+            raise CheckpointError(f"{source}: not a napari-braunet model card (missing format {FORMAT!r})")
+        known = {f.name for f in dataclasses.fields(cls)}
+        try:
+            data["config"] = BRAUNetConfig.from_dict(data["config"])
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (KeyError, TypeError, ValueError) as error:
+            if isinstance(error, CheckpointError):
+                raise
+            raise CheckpointError(f"{source}: invalid model card ({error})") from None
+
+
+def save_checkpoint(model: BRAUNet, card: ModelCard, folder: str | os.PathLike) -> Path:
+    """Write ``folder/model.safetensors`` and ``folder/card.json`` (each atomically); return folder."""
+    folder = Path(folder)
+    if card.config != model.config:
+        raise CheckpointError(f"{folder}: card config differs from the model's config")
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "name": card.name})
+    with atomic_path(folder / CARD_FILE) as tmp:
+        tmp.write_text(json.dumps(card.to_dict(), indent=2) + "\n")
+    return folder
+
+
+def read_card(folder: str | os.PathLike) -> ModelCard:
+    path = Path(folder) / CARD_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{folder}: not a napari-braunet model folder (no {CARD_FILE})")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error})") from None
+    return ModelCard.from_dict(data, str(path))
+
+
+def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[BRAUNet, ModelCard]:
+    """Load a checkpoint folder; the model is in eval mode on ``device``.
+
+    Raises:
+        CheckpointError: missing files, invalid card, or weights that do not match the card.
+    """
+    from braunet.model.official import load_state_dict_strict
+
+    folder = Path(folder)
+    card = read_card(folder)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{folder}: {WEIGHTS_FILE} is missing")
+    try:
+        state_dict = load_file(str(weights))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{weights}: unreadable weights ({error})") from None
+    model = BRAUNet(card.config)
+    load_state_dict_strict(model, state_dict, f"{weights} (card says {card.name})")
+    return model.to(device).eval(), card
