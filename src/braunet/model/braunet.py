@@ -28,7 +28,7 @@ def _conv_bn(in_chans: int, out_chans: int) -> list[nn.Module]:
 
 
 def _drop_path_rates(total: int, rate: float) -> list[float]:
-    return torch.linspace(0, rate, total).tolist() if total else []
+    return [rate * i / (total - 1) for i in range(total)] if total > 1 else [0.0] * total  # = linspace(0, rate, total)
 
 
 class DecoderStage(nn.Module):

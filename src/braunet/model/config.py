@@ -101,14 +101,15 @@ PRESETS: dict[str, BRAUNetConfig] = {
     "isic": _ISIC,
     # Same as the official builds without SCCSA on the skips (the paper's 31.40 M ablation).
     "synapse-nosccsa": _SYNAPSE.replace(use_sccsa=False),
-    # CPU presets: same architecture, fewer channels and blocks; chosen by measurement (models/README.md).
+    # CPU presets: same architecture, a third of the width and fewer blocks, and no never-run
+    # bottleneck blocks (depth[3] = 0); chosen by measurement for 2 CPU cores (models/README.md).
     "cpu-ct": _SYNAPSE.replace(
         embed_dim=(32, 64, 128, 256), qk_dims=(32, 64, 128, 256), head_dim=16,
-        depth=(1, 1, 2, 1), depths_decoder=(1, 2, 1, 1), drop_path_rate=0.1,
+        depth=(1, 1, 2, 0), depths_decoder=(1, 2, 1, 1), drop_path_rate=0.1,
     ),
     "cpu-rgb": _ISIC.replace(
         embed_dim=(32, 64, 128, 256), qk_dims=(32, 64, 128, 256), head_dim=16,
-        depth=(1, 1, 2, 1), depths_decoder=(1, 2, 1, 1), drop_path_rate=0.1,
+        depth=(1, 1, 2, 0), depths_decoder=(1, 2, 1, 1), drop_path_rate=0.1, num_classes=1,
     ),
     # Test-sized build, as the official fixture's "small" model (128 px, 4 x 4 windows).
     "tiny": BRAUNetConfig(
