@@ -88,13 +88,20 @@ class ModelCard:
             raise CheckpointError(f"{source}: invalid model card ({error})") from None
 
 
-def save_checkpoint(model: BRAUNet, card: ModelCard, folder: str | os.PathLike) -> Path:
-    """Write ``folder/model.safetensors`` and ``folder/card.json`` (each atomically); return folder."""
+def save_checkpoint(model: BRAUNet, card: ModelCard, folder: str | os.PathLike, *, half: bool = False) -> Path:
+    """Write ``folder/model.safetensors`` and ``folder/card.json`` (each atomically); return folder.
+
+    ``half=True`` stores floating-point weights as float16 (half the size, for the bundled models);
+    loading always gives a float32 model, because ``load_state_dict`` casts into its parameters.
+    """
     folder = Path(folder)
     if card.config != model.config:
         raise CheckpointError(f"{folder}: card config differs from the model's config")
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tensors = {
+        k: (v.detach().to("cpu", torch.float16) if half and v.is_floating_point() else v.detach().to("cpu")).contiguous()
+        for k, v in model.state_dict().items()
+    }
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "name": card.name})
     with atomic_path(folder / CARD_FILE) as tmp:
