@@ -1,0 +1,115 @@
+"""Official checkpoints load safely or fail with one clear message; our checkpoint format round-trips."""
+
+import io
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from braunet.errors import CheckpointError
+from braunet.model import BRAUNet, ModelCard, get_preset, load_checkpoint, load_official, save_checkpoint
+
+
+def test_accepts_dataparallel_prefix_and_nesting(small_state_dict, small_config, small_io, tmp_path):
+    wrapped = {"epoch": 3, "model": {f"module.{k}": v for k, v in small_state_dict.items()}}
+    path = tmp_path / "dp.pth"
+    torch.save(wrapped, path)
+    model = load_official(path, small_config)
+    with torch.inference_mode():
+        assert (model(small_io["input"]) - small_io["logits"]).abs().max() <= 1e-4
+
+
+def test_refuses_truncated_file(official_dir, tmp_path, small_config):
+    data = (official_dir / "small_state_dict.pt").read_bytes()
+    path = tmp_path / "truncated.pth"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"truncated\.pth: not a readable PyTorch checkpoint"):
+        load_official(path, small_config)
+
+
+def test_refuses_wrong_key_set(small_state_dict, small_config):
+    state = dict(small_state_dict)
+    del state["bra_unet.norm_up.weight"]
+    state["bra_unet.extra_head.weight"] = torch.zeros(3)
+    state["bra_unet.output.weight"] = torch.zeros(4, 17, 1, 1)
+    with pytest.raises(CheckpointError) as error:
+        load_official(state, small_config)
+    message = str(error.value)
+    assert "missing keys: norm_up.weight" in message
+    assert "unexpected keys: extra_head.weight" in message
+    assert "misshapen keys: output.weight (4, 17, 1, 1) != (4, 16, 1, 1)" in message
+
+
+def test_refuses_a_state_dict_of_another_network():
+    with pytest.raises(CheckpointError, match="not a BRAU-Net\\+\\+ state dict"):
+        load_official({"conv1.weight": torch.zeros(64, 3, 7, 7)})
+
+
+class _Payload:
+    """Unpickling this would create a marker file: proof that code ran."""
+
+    marker: Path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_refuses_pickle_with_code_payload(small_state_dict, small_config, tmp_path):
+    payload = _Payload()
+    payload.marker = tmp_path / "code-ran"
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": dict(small_state_dict), "hook": payload}, path)
+    with pytest.raises(CheckpointError, match=r"evil\.pth: refused to unpickle"):
+        load_official(path, small_config)
+    assert not payload.marker.exists()
+
+
+def test_refuses_empty_and_missing_files(tmp_path):
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty"):
+        load_official(tmp_path / "empty.pth")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_official(tmp_path / "nope.pth")
+
+
+def _card(model: BRAUNet) -> ModelCard:
+    return ModelCard(
+        name="test", config=model.config, class_names=["background", "a", "b", "c"],
+        preprocessing={"kind": "ct", "clip_hu": [-125, 275], "mean": 0.5, "std": 0.5},
+    )
+
+
+def test_native_checkpoint_round_trip(small_model, small_io, tmp_path):
+    save_checkpoint(small_model, _card(small_model), tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["card.json", "model.safetensors"]
+    model, card = load_checkpoint(tmp_path / "ckpt")
+    assert card.class_names[1] == "a" and card.config == small_model.config
+    for (k, a), b in zip(small_model.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), k
+    with torch.inference_mode():
+        assert (model(small_io["input"]) - small_io["logits"]).abs().max() <= 1e-4
+
+
+def test_half_checkpoint_is_smaller_and_loads_as_float32(small_model, tmp_path):
+    save_checkpoint(small_model, _card(small_model), tmp_path / "full")
+    save_checkpoint(small_model, _card(small_model), tmp_path / "half", half=True)
+    full, half = (tmp_path / d / "model.safetensors" for d in ("full", "half"))
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    model, _ = load_checkpoint(tmp_path / "half")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_card_weights_mismatch_is_refused(small_model, tmp_path):
+    save_checkpoint(small_model, _card(small_model), tmp_path / "ckpt")
+    other = BRAUNet(get_preset("tiny", num_classes=4, embed_dim=(8, 16, 32, 64), qk_dims=(8, 16, 32, 64)))
+    card_path = tmp_path / "ckpt" / "card.json"
+    good_card = card_path.read_text()
+    save_checkpoint(other, _card(other), tmp_path / "other")
+    card_path.write_text((tmp_path / "other" / "card.json").read_text())
+    with pytest.raises(CheckpointError, match="misshapen keys"):
+        load_checkpoint(tmp_path / "ckpt")
+    card_path.write_text(good_card.replace('"num_classes": 4', '"num_classes": 3'))
+    with pytest.raises(CheckpointError, match="3 output channel"):
+        load_checkpoint(tmp_path / "ckpt")
