@@ -29,7 +29,9 @@ def _check_multiclass(logits: Tensor, target: Tensor, num_classes: int | None) -
         raise ValueError(f"logits must be (B, C, *spatial), got shape {tuple(logits.shape)}")
     channels = logits.shape[1]
     if num_classes is not None and channels != num_classes:
-        raise ValueError(f"logits have {channels} channels but the loss expects {num_classes} classes")
+        raise ValueError(
+            f"logits have {channels} channels but the loss expects {num_classes} classes"
+        )
     if channels < 2:
         raise ValueError("softmax losses need at least 2 channels; use BinaryDiceBCELoss for 1")
     expected = (logits.shape[0], *logits.shape[2:])
