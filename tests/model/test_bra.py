@@ -58,3 +58,22 @@ def test_routing_recording_is_off_after_the_context():
         module(torch.randn(1, 16, 16, 16))
     module(torch.randn(1, 16, 16, 16))
     assert len(routes) == 1 and module._routing_sink is None
+
+
+def test_chunked_attention_matches_oracle(monkeypatch):
+    """Force many chunks of query windows (the path large maps take) and compare with the oracle."""
+    import braunet.model.bra as bra
+
+    monkeypatch.setattr(bra, "_CHUNK_BYTES", 3000)
+    torch.manual_seed(7)
+    module = BiLevelRoutingAttention(16, 2, 4, 16, 3).double()
+    x = torch.randn(2, 16, 16, 16, dtype=torch.float64, requires_grad=True)
+    assert len(bra._query_chunks(torch.empty(32, 16, 16), torch.empty(32, 16, 16), torch.empty(32, 16, 16), 3)) > 4
+    out = module(x)
+    ref, _ = oracle_bra(module, x)
+    assert (out - ref).abs().max().item() <= 1e-10
+    grad = torch.randn_like(out)
+    ours = torch.autograd.grad(out, [x, *module.parameters()], grad)
+    theirs = torch.autograd.grad(ref, [x, *module.parameters()], grad)
+    for a, b in zip(ours, theirs):
+        assert (a - b).abs().max().item() <= 1e-9

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["BiLevelRoutingAttention", "RouteRecord", "window_partition", "window_reverse"]
+__all__ = ["BiLevelRoutingAttention", "RouteRecord", "routed_attention", "window_partition", "window_reverse"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,99 @@ def window_reverse(x: Tensor, n_win: int, height: int, width: int) -> Tensor:
     h, w = height // n_win, width // n_win
     x = x.view(n, n_win, n_win, h, w, channels).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(n, height, width, channels)
+
+
+_CHUNK_BYTES = 16 * 2**20  # routed keys + values gathered at once, per chunk of query windows
+
+
+def _gather_windows(t: Tensor, rows: Tensor, topk: int, heads: int) -> Tensor:
+    """(N p^2, hw, D) windows -> (R, heads, topk hw, D/heads): the routed windows of R query windows.
+
+    ``rows`` (R * topk,) holds the flat indices of the routed windows, topk per query window.
+    """
+    pixels = t.shape[1]
+    routed = t.index_select(0, rows)  # one copy of whole windows
+    return routed.view(-1, topk * pixels, heads, routed.shape[-1] // heads).transpose(1, 2)
+
+
+def _query_chunks(q: Tensor, k: Tensor, v: Tensor, topk: int) -> list[slice]:
+    """Split the query windows so one chunk's routed keys and values stay under _CHUNK_BYTES."""
+    windows = q.shape[0]
+    per_window = topk * k.shape[1] * (k.shape[2] + v.shape[2]) * k.element_size()
+    size = max(1, min(windows, _CHUNK_BYTES // max(per_window, 1)))
+    return [slice(start, min(start + size, windows)) for start in range(0, windows, size)]
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, flat_index: Tensor, topk: int, heads: int, scale: float) -> Tensor:
+    """q, k: (N p^2, hw, qk), v: (N p^2, hw, C) -> (N p^2, hw, C), chunked over query windows."""
+    windows, pixels, _ = q.shape
+    out = q.new_empty(windows, pixels, heads, v.shape[-1] // heads)
+    for rows in _query_chunks(q, k, v, topk):
+        index = flat_index[rows.start * topk : rows.stop * topk]
+        q_h = q[rows].unflatten(-1, (heads, -1)).transpose(1, 2)
+        chunk = F.scaled_dot_product_attention(
+            q_h, _gather_windows(k, index, topk, heads), _gather_windows(v, index, topk, heads), scale=scale
+        )
+        out[rows] = chunk.transpose(1, 2)
+    return out.flatten(2)
+
+
+class _RoutedAttention(torch.autograd.Function):
+    """Chunked gather + fused attention whose backward gathers the routed keys/values again.
+
+    reason: the routed copies are topk times the size of k and v; keeping them for backward (as
+    autograd would) dominates the memory of a training step, while gathering them twice is cheap.
+    The backward works chunk by chunk and writes key/value gradients straight into windowed
+    buffers with ``index_add_``, so no full-size routed tensor ever exists.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, flat_index: Tensor, topk: int, heads: int, scale: float) -> Tensor:
+        ctx.save_for_backward(q, k, v, flat_index)
+        ctx.topk, ctx.heads, ctx.scale = topk, heads, scale
+        return _attend(q, k, v, flat_index, topk, heads, scale)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        q, k, v, flat_index = ctx.saved_tensors
+        topk, heads = ctx.topk, ctx.heads
+        grad_q = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        grad_k = torch.zeros(k.shape, dtype=k.dtype, device=k.device)
+        grad_v = torch.zeros(v.shape, dtype=v.dtype, device=v.device)
+        grad_out = grad_out.unflatten(-1, (heads, -1))  # (N p^2, hw, heads, d)
+        for rows in _query_chunks(q, k, v, topk):
+            index = flat_index[rows.start * topk : rows.stop * topk]
+            with torch.enable_grad():
+                q_h = q[rows].detach().unflatten(-1, (heads, -1)).transpose(1, 2).requires_grad_(True)
+                k_r = _gather_windows(k, index, topk, heads).detach().requires_grad_(True)
+                v_r = _gather_windows(v, index, topk, heads).detach().requires_grad_(True)
+                out = F.scaled_dot_product_attention(q_h, k_r, v_r, scale=ctx.scale)
+                d_q, d_k, d_v = torch.autograd.grad(out, (q_h, k_r, v_r), grad_out[rows].transpose(1, 2))
+            grad_q[rows] = d_q.transpose(1, 2).flatten(2)
+            grad_k.index_add_(0, index, d_k.transpose(1, 2).reshape(index.numel(), k.shape[1], k.shape[2]))
+            grad_v.index_add_(0, index, d_v.transpose(1, 2).reshape(index.numel(), v.shape[1], v.shape[2]))
+        return grad_q, grad_k, grad_v, None, None, None, None
+
+
+def routed_attention(q: Tensor, k: Tensor, v: Tensor, indices: Tensor, heads: int, scale: float) -> Tensor:
+    """Attention of each query window over the pixels of its routed windows.
+
+    Args:
+        q, k: (N, p^2, hw, qk_dim) windowed queries and keys; v: (N, p^2, hw, C) values.
+        indices: (N, p^2, topk) routed windows of every query window.
+        heads: channels are split head-major into this many heads.
+    Returns:
+        (N, p^2, hw, C)
+    """
+    n, windows, pixels, _ = q.shape
+    topk = indices.shape[-1]
+    flat_index = (indices + torch.arange(n, device=q.device).view(n, 1, 1) * windows).reshape(-1)
+    q, k, v = (t.reshape(n * windows, pixels, t.shape[-1]) for t in (q, k, v))  # views: (N, p^2) merge
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        out = _RoutedAttention.apply(q, k, v, flat_index, topk, heads, scale)
+    else:
+        out = _attend(q, k, v, flat_index, topk, heads, scale)
+    return out.view(n, windows, pixels, -1)
 
 
 class BiLevelRoutingAttention(nn.Module):
@@ -102,13 +195,11 @@ class BiLevelRoutingAttention(nn.Module):
         n, height, width, _ = x.shape
         if height % self.n_win or width % self.n_win:
             raise ValueError(f"BRA: map {height}x{width} is not divisible into {self.n_win}x{self.n_win} windows")
-        heads, qk_dim, n_win = self.num_heads, self.qk_dim, self.n_win
-        windows = n_win * n_win
-        pixels = (height // n_win) * (width // n_win)
+        n_win, qk_dim = self.n_win, self.qk_dim
 
-        qkv = self.qkv(x)  # (N, H, W, 2 qk + C)
-        q = window_partition(qkv[..., :qk_dim], n_win)  # (N, p^2, hw, qk)
-        kv = window_partition(qkv[..., qk_dim:], n_win)  # (N, p^2, hw, qk + C)
+        # Partition the C-channel input once; q, k, v then come out of the Linear already windowed.
+        qkv = self.qkv(window_partition(x, n_win))  # (N, p^2, hw, 2 qk + C)
+        q, kv = qkv[..., :qk_dim], qkv[..., qk_dim:]
 
         # Region level: routing sees window means and is not differentiated (as the official code).
         with torch.no_grad():
@@ -118,21 +209,13 @@ class BiLevelRoutingAttention(nn.Module):
                 RouteRecord(self._routing_name, n_win, (height, width), indices.clone(), top_logits.softmax(dim=-1))
             )
 
-        # Token level: gather whole routed windows of the fused kv tensor, once.
-        flat_index = (indices + torch.arange(n, device=x.device).view(n, 1, 1) * windows).reshape(-1)
-        kv_routed = kv.reshape(n * windows, pixels, -1).index_select(0, flat_index)
-        kv_routed = kv_routed.view(n * windows, self.topk * pixels, -1)  # (N p^2, topk hw, qk + C)
-        k = kv_routed[..., :qk_dim].unflatten(-1, (heads, -1)).transpose(1, 2)  # (N p^2, heads, topk hw, d_qk)
-        v = kv_routed[..., qk_dim:].unflatten(-1, (heads, -1)).transpose(1, 2)  # (N p^2, heads, topk hw, d_v)
-        q = q.reshape(n * windows, pixels, heads, -1).transpose(1, 2)  # (N p^2, heads, hw, d_qk)
-        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # (N p^2, heads, hw, d_v)
-        out = out.transpose(1, 2).reshape(n, windows, pixels, self.dim)
-        out = window_reverse(out, n_win, height, width)  # (N, H, W, C)
+        # Token level: attention of every query window over the pixels of its routed windows.
+        out = routed_attention(q, kv[..., :qk_dim], kv[..., qk_dim:], indices, self.num_heads, self.scale)
 
-        # LePE on V over the full map (crosses window borders), channels-last conv.
-        v_map = qkv[..., 2 * qk_dim :].permute(0, 3, 1, 2)
-        lepe = self.lepe(v_map.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
-        return self.wo(out + lepe)
+        # LePE on V over the full map (crosses window borders), as a channels-last conv.
+        v_map = window_reverse(kv[..., qk_dim:], n_win, height, width).permute(0, 3, 1, 2)
+        lepe = self.lepe(v_map).permute(0, 2, 3, 1)  # (N, H, W, C)
+        return self.wo(window_reverse(out, n_win, height, width) + lepe)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, qk_dim={self.qk_dim}, heads={self.num_heads}, n_win={self.n_win}, topk={self.topk}"
