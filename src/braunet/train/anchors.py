@@ -1,0 +1,63 @@
+"""Anchor sets: a few training slices stored beside a model, replayed while fine-tuning.
+
+Replaying slices of the original training data in every fine-tuning batch keeps the network from
+drifting away from what it already segments well (catastrophic forgetting, cellpose#522). The set
+is small (a few slices, compressed, well under 1 MB) and stored as ``anchors.npz`` in the model
+folder: arrays ``image_<i>`` (CT HU (H, W) int16 or RGB (H, W, 3) uint8) and ``label_<i>`` (H, W)
+uint8, read without pickle.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from braunet._atomic import atomic_path
+from braunet.errors import CheckpointError
+from braunet.train.data import SliceSet
+
+__all__ = ["ANCHORS_FILE", "find_anchors", "load_anchors", "save_anchors"]
+
+ANCHORS_FILE = "anchors.npz"
+
+
+def save_anchors(folder: str | os.PathLike, slices: SliceSet) -> Path:
+    """Write ``folder/anchors.npz`` from ``slices`` (images as int16 HU or uint8 RGB)."""
+    arrays = {}
+    for i, (image, label) in enumerate(zip(slices.images, slices.labels)):
+        image = np.asarray(image)
+        if image.ndim == 2:
+            arrays[f"image_{i}"] = np.clip(np.rint(image), -32768, 32767).astype(np.int16)
+        else:
+            arrays[f"image_{i}"] = np.clip(image, 0, 255).astype(np.uint8)
+        arrays[f"label_{i}"] = np.asarray(label).astype(np.uint8)
+    path = Path(folder) / ANCHORS_FILE
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+    return path
+
+
+def load_anchors(path: str | os.PathLike) -> SliceSet:
+    """Read an anchor set from ``anchors.npz`` or from a model folder holding one."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / ANCHORS_FILE
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            count = sum(1 for key in data.files if key.startswith("image_"))
+            images = [data[f"image_{i}"] for i in range(count)]
+            labels = [data[f"label_{i}"].astype(np.int64) for i in range(count)]
+    except (OSError, KeyError, ValueError) as error:
+        raise CheckpointError(f"{path}: unreadable anchor set ({error})") from None
+    return SliceSet.from_arrays(images, labels, group="anchors")
+
+
+def find_anchors(name: str) -> SliceSet | None:
+    """The anchor set of bundled model ``name`` (``braunet/models/<name>/anchors.npz``), if any."""
+    from braunet.train.versions import bundled_models_dir
+
+    path = bundled_models_dir() / name / ANCHORS_FILE
+    return load_anchors(path) if path.is_file() else None

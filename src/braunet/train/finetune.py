@@ -1,0 +1,326 @@
+"""Fine-tuning on a few corrected slices: measurable, reversible and quick on a CPU.
+
+The napari Fine-tune widget and ``braunet finetune`` call :func:`finetune`. One round:
+
+1. Hold back a share of the corrected slices (``holdback``, at least one slice) and score the parent
+   model on them: ``dice_before``.
+2. Train a copy of the model on the other slices for ``time_budget_s`` seconds (a step budget would
+   take minutes on one machine and seconds on another). Each batch mixes augmented corrected slices
+   with slices of the model's anchor set (a few of its original training slices, stored with the
+   model as ``anchors.npz``), so it keeps what it already knew. ``mode="decoder"`` trains only the
+   decoder (the encoder's features stay those learned from the full training set); ``"full"``
+   trains everything. BatchNorm statistics stay frozen in both modes: a handful of slices gives
+   poor batch statistics.
+3. Score the copy on the held-back slices: ``dice_after``. The copy is accepted only if
+   ``dice_after > dice_before`` and, when there are anchors, its Dice on the anchors dropped by at
+   most ``max_anchor_drop``. Otherwise the parent is returned unchanged, with the reason in
+   ``message``.
+
+An accepted model gets a new card: ``version = parent.version + 1``, ``parent = "name@version"``,
+the fine-tune's figures in ``metrics["finetune"]`` and its settings in ``training["finetune"]``.
+Save it with :func:`braunet.train.versions.save_version`; roll back with
+:func:`braunet.train.versions.rollback`.
+
+Dice here is measured at the network's resolution on the held-back slices, all of them pooled per
+class (:mod:`braunet.train.validation` explains the class set), which is stable with few slices.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from braunet.errors import Cancelled, InputError
+from braunet.model import BRAUNet, ModelCard
+from braunet.train.anchors import find_anchors, load_anchors
+from braunet.train.data import AugmentedSlices, SliceSet, prepare
+from braunet.train.losses import make_loss
+from braunet.train.metrics import dice
+from braunet.train.validation import predict_prepared
+
+__all__ = ["MODES", "FinetuneProgress", "FinetuneResult", "finetune"]
+
+MODES = ("decoder", "full")
+
+
+@dataclass
+class FinetuneProgress:
+    step: int
+    total_steps: int | None  # None: the round is limited by time, not steps
+    elapsed_s: float
+    loss: float
+
+
+@dataclass
+class FinetuneResult:
+    model: BRAUNet  # the fine-tuned copy if accepted, else the parent (unchanged)
+    card: ModelCard  # the new version's card if accepted, else the parent's
+    dice_before: float
+    dice_after: float
+    accepted: bool
+    losses: list[float]
+    train_indices: list[int]
+    heldout_indices: list[int]
+    message: str
+    anchor_dice_before: float | None = None
+    anchor_dice_after: float | None = None
+    steps: int = 0
+    elapsed_s: float = 0.0
+    details: dict = field(default_factory=dict)
+
+
+def _pooled_dice(pred: np.ndarray, truth: np.ndarray, binary: bool, extra: Sequence[np.ndarray] = ()) -> float:
+    """Mean over classes of the pooled Dice; classes = those in the truth or in any prediction.
+
+    Counting classes that only a prediction contains penalises an organ painted where the annotator
+    erased it. Binary models score the foreground only. Returns 1.0 if no class occurs anywhere.
+    """
+    if binary:
+        return dice(pred == 1, truth == 1)
+    classes: set[int] = set(np.unique(truth).tolist()) | set(np.unique(pred).tolist())
+    for other in extra:
+        classes |= set(np.unique(other).tolist())
+    classes.discard(0)
+    if not classes:
+        return 1.0
+    return float(np.mean([dice(pred == c, truth == c) for c in sorted(classes)]))
+
+
+def _labels_for(model: BRAUNet, labels: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Corrected label maps -> class ids of this model (binary: any non-zero label is foreground)."""
+    out = []
+    classes = model.config.num_classes
+    for i, label in enumerate(labels):
+        label = np.asarray(label)
+        if label.ndim != 2:
+            raise InputError(f"label slice {i}: expected (H, W), got shape {label.shape}")
+        if not (np.issubdtype(label.dtype, np.integer) or label.dtype == np.bool_):
+            raise InputError(f"label slice {i}: expected integer labels, got dtype {label.dtype}")
+        if classes == 1:
+            out.append((label != 0).astype(np.int64))
+            continue
+        if label.size and (label.min() < 0 or label.max() >= classes):
+            raise InputError(
+                f"label slice {i}: values {label.min()}..{label.max()} are not classes of this model (0..{classes - 1})"
+            )
+        out.append(label.astype(np.int64))
+    return out
+
+
+def _split(n: int, holdback: float, seed: int) -> tuple[list[int], list[int]]:
+    held = min(n - 1, max(1, round(holdback * n)))
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    return sorted(order[held:]), sorted(order[:held])
+
+
+def _set_trainable(model: BRAUNet, mode: str) -> list[nn.Parameter]:
+    encoder = {id(p) for part in (model.downsample_layers, model.stages) for p in part.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(mode == "full" or id(p) not in encoder)
+    if not model.config.bottleneck_blocks:
+        for p in model.stages[3].parameters():
+            p.requires_grad_(False)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _train_mode(model: BRAUNet, mode: str) -> None:
+    """Dropout/drop-path on in the trained parts; BatchNorm (and a frozen encoder) in eval mode."""
+    model.train()
+    if mode == "decoder":
+        model.downsample_layers.eval()
+        model.stages.eval()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def _resolve_anchors(anchors: SliceSet | str | os.PathLike | None, card: ModelCard) -> SliceSet | None:
+    if isinstance(anchors, SliceSet):
+        return anchors if len(anchors) else None
+    if anchors is not None:
+        return load_anchors(Path(anchors))
+    return find_anchors(card.name)
+
+
+def finetune(
+    model: BRAUNet,
+    card: ModelCard,
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    *,
+    mode: str = "decoder",
+    time_budget_s: float = 30.0,
+    holdback: float = 0.25,
+    progress: Callable[[FinetuneProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    seed: int = 0,
+    anchors: SliceSet | str | os.PathLike | None = None,
+    lr: float | None = None,
+    batch_size: int = 4,
+    anchors_per_batch: int = 2,
+    max_anchor_drop: float = 0.05,
+) -> FinetuneResult:
+    """Fine-tune a copy of ``model`` on corrected slices; keep it only if held-back Dice improves.
+
+    Args:
+        model: the parent model; never modified.
+        card: its card (preprocessing recipe, name, version).
+        images: raw 2-D slices: CT in HU (H, W) or RGB (H, W, 3) uint8, as shown in the viewer.
+        labels: corrected (H, W) integer label maps on the slices' grids; for a binary model any
+            non-zero label is foreground.
+        mode: "decoder" (encoder frozen; default, safest with few slices) or "full".
+        time_budget_s: wall-clock budget of the whole round, evaluations included.
+        holdback: share of the slices held back for the before/after Dice (at least 1 slice; at
+            least 1 slice is always trained on).
+        progress: called after every step.
+        should_stop: polled after every step; True raises :class:`braunet.errors.Cancelled` (the
+            parent stays as it was).
+        seed: split, sampling and augmentation seed.
+        anchors: the replay set: a SliceSet, an ``anchors.npz`` or model folder; default: the
+            bundled model's set of the same name, if any. Pass an empty SliceSet to disable replay.
+        lr: AdamW learning rate (default 5e-4 for "decoder", 2e-4 for "full").
+        batch_size: corrected slices per step; ``anchors_per_batch`` anchor slices are added.
+        max_anchor_drop: reject the result if Dice on the anchors drops more than this.
+
+    Raises:
+        InputError: fewer than 2 slices, mismatched shapes, labels that are not classes of the model.
+        Cancelled: ``should_stop()`` returned True.
+    """
+    start = time.perf_counter()
+    if mode not in MODES:
+        raise InputError(f"fine-tune mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if not time_budget_s > 0:
+        raise InputError(f"time budget must be positive, got {time_budget_s}")
+    if not 0 < holdback < 1:
+        raise InputError(f"holdback must be between 0 and 1, got {holdback}")
+    if len(images) != len(labels):
+        raise InputError(f"{len(images)} image slices but {len(labels)} label slices")
+    if len(images) < 2:
+        raise InputError(f"fine-tuning needs at least 2 corrected slices (1 to train, 1 to check), got {len(images)}")
+    config = model.config
+    binary = config.num_classes == 1
+    slices = SliceSet.from_arrays(images, _labels_for(model, labels), group="corrected")
+    train_idx, held_idx = _split(len(slices), holdback, seed)
+    data = prepare(slices, card.preprocessing, config.img_size, config.num_classes)
+    train_data, held_data = data.subset(train_idx), data.subset(held_idx)
+    anchor_set = _resolve_anchors(anchors, card)
+    anchor_data = (
+        prepare(anchor_set, card.preprocessing, config.img_size, config.num_classes) if anchor_set is not None else None
+    )
+    device = next(model.parameters()).device
+
+    was_training = model.training
+    model.eval()
+    t_eval = time.perf_counter()
+    pred_before = predict_prepared(model, held_data.x).numpy()
+    anchor_before = predict_prepared(model, anchor_data.x).numpy() if anchor_data is not None else None
+    eval_cost = time.perf_counter() - t_eval
+    model.train(was_training)
+
+    tuned = copy.deepcopy(model).to(device)
+    params = _set_trainable(tuned, mode)
+    optimizer = torch.optim.AdamW(params, lr=lr or (5e-4 if mode == "decoder" else 2e-4), weight_decay=1e-4)
+    criterion = make_loss(config.num_classes)
+    kind = "ct" if card.preprocessing.get("kind") == "ct" else "rgb"
+    corrected = AugmentedSlices(train_data, kind, seed=seed)
+    replay = AugmentedSlices(anchor_data, kind, seed=seed + 1) if anchor_data is not None else None
+    rng = np.random.default_rng(seed)
+    base_lr = optimizer.param_groups[0]["lr"]
+    deadline = time_budget_s - 1.5 * eval_cost  # reason: leave time to score the result
+    losses: list[float] = []
+    step = 0
+    _train_mode(tuned, mode)
+    while True:
+        elapsed = time.perf_counter() - start
+        if step > 0 and elapsed >= deadline:
+            break
+        corrected.set_epoch(step)
+        picks = [corrected[int(i)] for i in rng.choice(len(corrected), size=batch_size, replace=len(corrected) < batch_size)]
+        if replay is not None and anchors_per_batch:
+            replay.set_epoch(step)
+            count = min(anchors_per_batch, len(replay))
+            picks += [replay[int(i)] for i in rng.choice(len(replay), size=count, replace=False)]
+        x = torch.stack([p[0] for p in picks]).to(device)
+        y = torch.stack([p[1] for p in picks]).to(device)
+        frac = min(1.0, elapsed / max(deadline, 1e-6))
+        for group in optimizer.param_groups:
+            group["lr"] = base_lr * 0.5 * (1 + np.cos(np.pi * frac))  # cosine decay over the budget
+        optimizer.zero_grad(set_to_none=True)
+        loss = criterion(tuned(x).float(), y)
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, 5.0)
+        optimizer.step()
+        step += 1
+        losses.append(float(loss.detach()))
+        if progress:
+            progress(FinetuneProgress(step, None, time.perf_counter() - start, losses[-1]))
+        if should_stop and should_stop():
+            raise Cancelled(f"fine-tuning cancelled after {step} steps; the model is unchanged")
+    tuned.eval()
+    for p in tuned.parameters():
+        p.requires_grad_(True)
+    pred_after = predict_prepared(tuned, held_data.x).numpy()
+    truth = held_data.y.numpy()
+    dice_before = _pooled_dice(pred_before, truth, binary, [pred_after])
+    dice_after = _pooled_dice(pred_after, truth, binary, [pred_before])
+    anchor_dice_before = anchor_dice_after = None
+    if anchor_data is not None:
+        anchor_after = predict_prepared(tuned, anchor_data.x).numpy()
+        anchor_truth = anchor_data.y.numpy()
+        anchor_dice_before = _pooled_dice(anchor_before, anchor_truth, binary, [anchor_after])
+        anchor_dice_after = _pooled_dice(anchor_after, anchor_truth, binary, [anchor_before])
+    elapsed = time.perf_counter() - start
+
+    improved = dice_after > dice_before
+    forgot = anchor_dice_before is not None and anchor_dice_after < anchor_dice_before - max_anchor_drop
+    accepted = improved and not forgot
+    summary = f"held-back Dice {dice_before:.3f} -> {dice_after:.3f} on {len(held_idx)} slice(s)"
+    if anchor_dice_before is not None:
+        summary += f", anchor Dice {anchor_dice_before:.3f} -> {anchor_dice_after:.3f}"
+    if accepted:
+        message = f"accepted as {card.name} v{card.version + 1}: {summary}"
+    elif not improved:
+        message = f"kept {card.name} v{card.version}: the fine-tuned copy did not improve ({summary})"
+    else:
+        message = (
+            f"kept {card.name} v{card.version}: the fine-tuned copy forgot its training data "
+            f"(anchor Dice fell by more than {max_anchor_drop}; {summary})"
+        )
+    details = {
+        "mode": mode, "steps": step, "elapsed_s": round(elapsed, 2), "time_budget_s": time_budget_s,
+        "n_train": len(train_idx), "n_heldout": len(held_idx), "n_anchors": len(anchor_data) if anchor_data else 0,
+        "seed": seed, "lr": base_lr, "batch_size": batch_size, "anchors_per_batch": anchors_per_batch,
+    }
+    if accepted:
+        new_card = copy.deepcopy(card)
+        new_card.version = card.version + 1
+        new_card.parent = f"{card.name}@{card.version}"
+        new_card.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        new_card.training = {**card.training, "finetune": details}
+        new_card.metrics = {
+            "finetune": {
+                "heldout_dice_before": dice_before, "heldout_dice_after": dice_after,
+                "anchor_dice_before": anchor_dice_before, "anchor_dice_after": anchor_dice_after,
+                "note": "Dice at the network resolution on the corrected slices held back from fine-tuning",
+            },
+            "parent_metrics": card.metrics,
+        }
+        result_model, result_card = tuned, new_card
+    else:
+        result_model, result_card = model, card
+    return FinetuneResult(
+        model=result_model, card=result_card, dice_before=dice_before, dice_after=dice_after, accepted=accepted,
+        losses=losses, train_indices=train_idx, heldout_indices=held_idx, message=message,
+        anchor_dice_before=anchor_dice_before, anchor_dice_after=anchor_dice_after, steps=step,
+        elapsed_s=elapsed, details=details,
+    )
+
