@@ -1,0 +1,121 @@
+"""Run one engine call on a napari thread worker, with progress, cancel and clean error reporting.
+
+The engine functions (``predict_volume``, ``finetune``) take a ``progress`` callback and a
+``should_stop`` check. :class:`Job` passes them a callback that emits a Qt signal (queued to the GUI
+thread, so widgets update safely) and a stop flag that :meth:`Job.cancel` sets. The result, a
+cancellation or a one-line :class:`~braunet.errors.BraunetError` message arrive on the GUI thread
+through ``done``, ``cancelled`` and ``failed``; layers are only written in those handlers, so a
+cancelled run never leaves a half-written layer. Other exceptions go to napari's notification
+manager with their traceback (they are bugs).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from qtpy.QtCore import QObject, Signal
+
+from braunet.errors import BraunetError, Cancelled
+
+__all__ = ["Job"]
+
+_CANCELLED = object()
+
+
+class Job(QObject):
+    """``func(progress, should_stop) -> result`` on a worker thread.
+
+    Signals (all delivered on the GUI thread):
+        progressed(tuple): the arguments of each ``progress(...)`` call.
+        done(object): the result.
+        cancelled(): the run stopped at the user's request.
+        failed(str): a BraunetError message (bad input, checkpoint, output...).
+        finished(): after any of the three above.
+    """
+
+    progressed = Signal(object)
+    done = Signal(object)
+    cancelled = Signal()
+    failed = Signal(str)
+    finished = Signal()
+
+    def __init__(self, func: Callable[[Callable[..., None], Callable[[], bool]], Any], description: str,
+                 total: int | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        from napari.qt.threading import create_worker
+
+        self._func = func
+        self._stop = threading.Event()
+        self.description = description
+        self.running = False
+        self.started_at = 0.0
+        self.cancel_requested_at: float | None = None
+        self._bar = None
+        self._total = total
+        self.worker = create_worker(self._run, _start_thread=False)
+        self.worker.returned.connect(self._on_returned)
+        self.worker.finished.connect(self._on_finished)
+        self.progressed.connect(self._on_progress)
+
+    # -- worker thread -------------------------------------------------------------------------
+    def _run(self) -> Any:
+        try:
+            return self._func(self._report, self._stop.is_set)
+        except Cancelled:
+            return _CANCELLED
+        except BraunetError as error:
+            return error
+
+    def _report(self, *args: Any) -> None:
+        self.progressed.emit(args)
+
+    # -- GUI thread ----------------------------------------------------------------------------
+    def start(self) -> Job:
+        from napari.utils import cancelable_progress
+
+        self.running = True
+        self.started_at = time.perf_counter()
+        self._bar = cancelable_progress(desc=self.description, total=self._total or 0, cancel_callback=self.cancel)
+        self.worker.start()
+        return self
+
+    def cancel(self) -> None:
+        """Ask the engine to stop at its next check (between batches / steps)."""
+        if self.running and not self._stop.is_set():
+            self.cancel_requested_at = time.perf_counter()
+            self._stop.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def _on_progress(self, args: tuple) -> None:
+        if self._bar is None or len(args) < 2 or not all(isinstance(a, int) for a in args[:2]):
+            return
+        done, total = args[0], args[1]
+        if total and self._bar.total != total:
+            self._bar.total = total
+        self._bar.n = done
+        self._bar.refresh()
+
+    def _on_returned(self, result: Any) -> None:
+        self.running = False
+        if result is _CANCELLED:
+            self.cancelled.emit()
+        elif isinstance(result, BraunetError):
+            from napari.utils.notifications import show_error
+
+            show_error(str(result))
+            self.failed.emit(str(result))
+        else:
+            self.done.emit(result)
+
+    def _on_finished(self) -> None:
+        self.running = False
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self.finished.emit()

@@ -1,0 +1,39 @@
+"""npe2 sample data: each sample opens as an image layer plus its reference labels on the same grid.
+
+The files come from :mod:`braunet.data` (pinned public sources, cached; ``BRAUNET_DATA_DIR`` for
+offline use). The colonoscopy frame is CVC-ClinicDB, for non-commercial research/education only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["colonoscopy", "ct_abdomen", "dermoscopy", "sample_layers"]
+
+
+def sample_layers(key: str) -> list[tuple[Any, dict, str]]:
+    """[image, labels] layer-data tuples of the sample ``key`` (see :func:`braunet.data.list_samples`)."""
+    from braunet.data import load_sample
+    from braunet.napari._layers import image_layer, labels_layer_from_source
+
+    loaded = load_sample(key)
+    sample = loaded.sample
+    name = {"ct_abdomen": "CT abdomen", "dermoscopy": "ISIC_0000198", "colonoscopy": "CVC-ClinicDB 139"}[key]
+    image = image_layer(loaded.image, name)
+    geometry = image[1]["metadata"]["braunet"]
+    labels = labels_layer_from_source(loaded.labels, geometry, sample.class_names, f"{name} reference labels",
+                                      sample.class_colors)  # fmt: skip
+    image[1]["metadata"]["braunet_sample"] = {"key": key, "licence": sample.licence, "citation": sample.citation}
+    return [image, labels]
+
+
+def ct_abdomen() -> list[tuple[Any, dict, str]]:
+    return sample_layers("ct_abdomen")
+
+
+def dermoscopy() -> list[tuple[Any, dict, str]]:
+    return sample_layers("dermoscopy")
+
+
+def colonoscopy() -> list[tuple[Any, dict, str]]:
+    return sample_layers("colonoscopy")
