@@ -1,0 +1,189 @@
+"""2-D images: PNG/JPEG/BMP through Pillow, TIFF through tifffile.
+
+Accepted: grey (H, W) and RGB (H, W, 3), 8- or 16-bit. Documented conversions:
+
+* alpha (RGBA, LA, RGB+alpha TIFF) is dropped, not composited: the stored colour is the image;
+  compositing over an arbitrary background would invent pixel values;
+* palette (P) images become RGB (colour lookup), 1-bit images become 0/255 uint8;
+* 16-bit grey PNG/TIFF stays uint16; 8-bit stays uint8;
+* JPEG EXIF orientation is applied, so arrays are "as displayed".
+
+TIFF goes through tifffile because Pillow cannot open the CVC-ClinicDB frames (3 samples tagged
+BlackIsZero). Everything else odd (more than 3 colour channels, multi-page files, float or
+signed pixels, 16-bit RGB PNG, which Pillow silently reduces to 8 bits) is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from braunet.errors import InputError
+from braunet.io._common import PARSE_ERRORS, existing_file, first_line
+from braunet.io.volume import Volume
+
+__all__ = ["IMAGE_SUFFIXES", "read_image_2d", "read_2d_class_names", "save_image_2d"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_TIFF_SUFFIXES = (".tif", ".tiff")
+_IDENTITY = np.eye(4)
+_CLASS_NAMES_KEY = "braunet_class_names"
+_PIL_ERRORS = (UnidentifiedImageError, SyntaxError, Image.DecompressionBombError, *PARSE_ERRORS)
+
+
+def read_image_2d(path: str | PathLike) -> Volume:
+    """Read a PNG, JPEG, BMP or TIFF image.
+
+    Returns:
+        A Volume with ``array`` ``(H, W)`` (``modality="grey"``) or ``(H, W, 3)``
+        (``modality="RGB"``), uint8 or uint16, ``affine`` the identity (pixel spacing 1).
+
+    Raises:
+        InputError: for missing, empty, truncated or corrupt files and the refused kinds listed
+            in the module docstring.
+    """
+    path = existing_file(Path(path).expanduser(), "image")
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise InputError(f"{path}: unsupported image type {suffix!r}; expected one of {', '.join(IMAGE_SUFFIXES)}")
+    array = _read_tiff(path) if suffix in _TIFF_SUFFIXES else _read_pillow(path)
+    array = _checked_pixels(path, array)
+    return Volume(array=array, affine=_IDENTITY, source=path, modality="RGB" if array.ndim == 3 else "grey", is_2d=True)
+
+
+def _read_pillow(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            image.load()  # reason: Pillow decodes lazily; truncation only shows here
+            if image.format == "PNG":
+                _refuse_16_bit_colour_png(path)
+            image = ImageOps.exif_transpose(image)
+            return _pillow_to_array(path, image)
+    except InputError:
+        raise
+    except _PIL_ERRORS as error:
+        raise InputError(f"{path}: unreadable or truncated image ({first_line(error)})") from error
+
+
+def _refuse_16_bit_colour_png(path: Path) -> None:
+    with path.open("rb") as stream:
+        ihdr = stream.read(26)  # signature (8), chunk length (4), b"IHDR" (4), width, height, bit depth, colour type
+    bit_depth, colour_type = ihdr[24], ihdr[25]
+    if bit_depth == 16 and colour_type in (2, 6):
+        raise InputError(f"{path}: 16-bit colour PNG is not supported (Pillow reduces it to 8 bits); save it as TIFF")
+
+
+def _pillow_to_array(path: Path, image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode == "1":
+        return np.asarray(image.convert("L"))  # reason: 0/255 like the other 8-bit masks
+    if mode in ("L", "RGB"):
+        return np.asarray(image)
+    if mode in ("LA", "La"):
+        return np.asarray(image.getchannel(0))
+    if mode in ("RGBA", "RGBa", "RGBX"):
+        return np.asarray(image)[..., :3]
+    if mode in ("P", "PA"):
+        return np.asarray(image.convert("RGBA"))[..., :3]
+    if mode.startswith("I;16"):
+        return np.asarray(image).astype(np.uint16)  # reason: I;16B is big-endian; native order from here on
+    if mode == "I":
+        values = np.asarray(image)
+        if values.size and (values.min() < 0 or values.max() > np.iinfo(np.uint16).max):
+            raise InputError(f"{path}: 32-bit integer pixels outside 0..65535 are not supported")
+        return values.astype(np.uint16)
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        return np.asarray(image.convert("RGB"))
+    raise InputError(f"{path}: image mode {mode!r} is not supported; expected grey or RGB")
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            if not tiff.pages or not tiff.series:
+                raise InputError(f"{path}: TIFF without a readable image (truncated?)")
+            file_size = tiff.filehandle.size
+            for page in tiff.pages:
+                ends = [offset + count for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True)]
+                if ends and max(ends) > file_size:
+                    raise InputError(f"{path}: truncated TIFF (image data runs past the end of the file)")
+            series = tiff.series[0]
+            first_page = tiff.pages[0]
+            axes, array = series.axes, series.asarray()
+            photometric, extra = first_page.photometric, tuple(first_page.extrasamples)
+    except InputError:
+        raise
+    except (tifffile.TiffFileError, *PARSE_ERRORS) as error:
+        raise InputError(f"{path}: unreadable or truncated TIFF ({first_line(error)})") from error
+    if axes == "SYX":
+        array, axes = np.moveaxis(array, 0, -1), "YXS"  # reason: planar configuration stores channels first
+    if axes not in ("YX", "YXS"):
+        raise InputError(
+            f"{path}: TIFF with axes {axes!r} and shape {array.shape}; expected one 2-D image (a single page)"
+        )
+    if array.ndim == 3:
+        channels = array.shape[2]
+        has_alpha = bool(extra) and channels in (2, 4)
+        if channels == 1:
+            array = array[..., 0]
+        elif has_alpha and channels == 2:
+            array = array[..., 0]
+        elif has_alpha and channels == 4 and photometric == tifffile.PHOTOMETRIC.RGB:
+            array = array[..., :3]
+        elif channels != 3:
+            raise InputError(f"{path}: {channels} channels; expected grey, RGB or RGB + alpha")
+    return array
+
+
+def _checked_pixels(path: Path, array: np.ndarray) -> np.ndarray:
+    if array.size == 0 or 0 in array.shape:
+        raise InputError(f"{path}: empty image (shape {array.shape})")
+    if array.ndim == 3 and array.shape[2] != 3:
+        raise InputError(f"{path}: {array.shape[2]} channels; expected grey or RGB")
+    array = array.astype(array.dtype.newbyteorder("="), copy=False)  # reason: big-endian files; native from here on
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * np.uint8(255)
+    if array.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"{path}: {array.dtype} pixels are not supported; expected 8- or 16-bit unsigned grey or RGB")
+    return np.ascontiguousarray(array)
+
+
+def save_image_2d(array: np.ndarray, path: Path, *, class_names: dict[int, str] | None = None) -> None:
+    """Write ``(H, W)`` uint8/uint16 or ``(H, W, 3)`` uint8 to ``path`` (PNG), or any of those
+    plus uint16 RGB to TIFF; the format comes from ``path``'s suffix. Class names go into a PNG
+    text chunk (TIFF: the ImageDescription tag) as JSON."""
+    text = json.dumps({_CLASS_NAMES_KEY: {str(k): v for k, v in sorted(class_names.items())}}) if class_names else None
+    if path.suffix.lower() in _TIFF_SUFFIXES:
+        photometric = "rgb" if array.ndim == 3 else "minisblack"
+        tifffile.imwrite(path, array, photometric=photometric, description=text, metadata=None)
+        return
+    info = PngImagePlugin.PngInfo()
+    if text:
+        info.add_text(_CLASS_NAMES_KEY, text)
+    Image.fromarray(array).save(path, format="PNG", pnginfo=info)
+
+
+def read_2d_class_names(path: str | PathLike) -> dict[int, str] | None:
+    """The class names :func:`~braunet.io.write_labels` stored in a PNG or TIFF, if any."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in _TIFF_SUFFIXES:
+            with tifffile.TiffFile(path) as tiff:
+                text = tiff.pages[0].description
+        else:
+            with Image.open(path) as image:
+                text = image.info.get(_CLASS_NAMES_KEY)
+    except (tifffile.TiffFileError, UnidentifiedImageError, *PARSE_ERRORS) as error:
+        raise InputError(f"{path}: unreadable image ({first_line(error)})") from error
+    try:
+        content = json.loads(text) if text else None
+    except ValueError:  # reason: descriptions written by other tools are free text
+        return None
+    if isinstance(content, dict) and _CLASS_NAMES_KEY in content:
+        return {int(k): str(v) for k, v in content[_CLASS_NAMES_KEY].items()}
+    return None
