@@ -1,0 +1,165 @@
+"""The preprocessing recipe: raw slices (HU or 8-bit RGB) -> normalised network input.
+
+This module is the one place the recipe lives; inference, training and fine-tuning all call
+:func:`preprocess_slices`, and a model's card records the recipe it was trained with
+(``card.preprocessing``), so the engine applies it automatically.
+
+Recipes (JSON in ``card.json``)::
+
+    {"kind": "ct", "clip_hu": [-125, 275], "mean": 0.5, "std": 0.5, "resize": "spline3", "view": "radiological"}
+    {"kind": "ct", "window": "abdomen", ...}       # a named window from braunet.infer.windows instead of clip_hu
+    {"kind": "rgb", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "resize": "bilinear"}
+
+CT: clip HU to the window, scale it to [0, 1], zoom the slice to the model size with a cubic
+spline, then ``(x - mean) / std`` (the official Synapse pipeline: TransUNet's [-125, 275] clip and
+scaling, the official test's ``zoom(order=3)`` and 0.5/0.5 normalisation; 1 input channel, which the
+network repeats to 3). RGB: ``x / 255``, bilinear resize, ImageNet normalisation per channel (the
+official ISIC/CVC pipeline; albumentations resizes the uint8 image and rounds, we resize floats).
+``resize`` and ``view`` default to the values shown.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from braunet.errors import CheckpointError, InputError
+from braunet.infer.resize import RESIZES, resize_images, resize_nearest
+from braunet.infer.views import VIEWS
+from braunet.infer.windows import get_window
+
+__all__ = [
+    "ISIC_RGB",
+    "SYNAPSE_CT",
+    "Recipe",
+    "official_preprocessing",
+    "parse_preprocessing",
+    "preprocess_slices",
+    "resize_labels",
+]
+
+SYNAPSE_CT: dict[str, Any] = {
+    "kind": "ct", "clip_hu": [-125.0, 275.0], "mean": 0.5, "std": 0.5, "resize": "spline3", "view": "radiological",
+}
+ISIC_RGB: dict[str, Any] = {
+    "kind": "rgb", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "resize": "bilinear",
+}
+
+
+def official_preprocessing(kind: str) -> dict[str, Any]:
+    """A fresh copy of the official recipe: ``"ct"`` (Synapse) or ``"rgb"`` (ISIC/CVC-ClinicDB)."""
+    recipes = {"ct": SYNAPSE_CT, "rgb": ISIC_RGB}
+    if kind not in recipes:
+        raise ValueError(f"unknown preprocessing kind {kind!r}; known: ct, rgb")
+    return copy.deepcopy(recipes[kind])
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated preprocessing recipe; ``low``/``high`` is the HU window (CT only)."""
+
+    kind: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: str
+    view: str = "radiological"
+    low: float = 0.0
+    high: float = 255.0
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.kind == "ct" else 3
+
+
+def parse_preprocessing(spec: Mapping[str, Any] | Recipe, source: str = "model card") -> Recipe:
+    """Validate a recipe dict (see the module docstring) and fill in defaults.
+
+    Raises:
+        CheckpointError: naming ``source`` and the bad field.
+    """
+    if isinstance(spec, Recipe):
+        return spec
+    if not isinstance(spec, Mapping):
+        raise CheckpointError(f"{source}: preprocessing must be a JSON object, got {type(spec).__name__}")
+    kind = spec.get("kind")
+    if kind not in ("ct", "rgb"):
+        raise CheckpointError(f"{source}: preprocessing kind {kind!r} is not supported (expected 'ct' or 'rgb')")
+    channels = 1 if kind == "ct" else 3
+    try:
+        mean = tuple(float(v) for v in np.atleast_1d(spec.get("mean", 0.0)))
+        std = tuple(float(v) for v in np.atleast_1d(spec.get("std", 1.0)))
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{source}: preprocessing mean/std must be numbers") from None
+    if len(mean) not in (1, channels) or len(std) not in (1, channels) or not all(s > 0 for s in std):
+        raise CheckpointError(f"{source}: preprocessing needs 1 or {channels} mean/std values with std > 0")
+    resize = spec.get("resize", "spline3" if kind == "ct" else "bilinear")
+    view = spec.get("view", "radiological")
+    if resize not in RESIZES:
+        raise CheckpointError(f"{source}: unknown resize {resize!r} (known: {', '.join(RESIZES)})")
+    if view not in VIEWS:
+        raise CheckpointError(f"{source}: unknown slice view {view!r} (known: {', '.join(VIEWS)})")
+    low, high = 0.0, 255.0
+    if kind == "ct":
+        if ("clip_hu" in spec) == ("window" in spec):
+            raise CheckpointError(f"{source}: a CT recipe needs exactly one of 'clip_hu' [low, high] or 'window'")
+        try:
+            low, high = get_window(spec["window"]).limits if "window" in spec else map(float, spec["clip_hu"])
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"{source}: bad CT window ({error})") from None
+        if not high > low:
+            raise CheckpointError(f"{source}: clip_hu upper limit {high} must exceed the lower {low}")
+    return Recipe(kind, mean, std, resize, view, float(low), float(high))
+
+
+def preprocess_slices(
+    slices: np.ndarray | Tensor,
+    spec: Mapping[str, Any] | Recipe,
+    img_size: int,
+    *,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Raw slices -> normalised network input.
+
+    Args:
+        slices: CT (B, H, W) in HU (any numeric dtype), or RGB (B, H, W, 3) 8-bit values; an RGB
+            recipe also takes grey (B, H, W), repeated to 3 channels.
+        spec: the model's preprocessing recipe (``card.preprocessing``).
+        img_size: the model's input size S.
+        device: where to compute and return the tensor (default: where ``slices`` is; CPU for NumPy).
+    Returns:
+        float32 (B, 1, S, S) for CT or (B, 3, S, S) for RGB.
+    """
+    recipe = parse_preprocessing(spec)
+    x = torch.as_tensor(slices)
+    if device is not None:
+        x = x.to(device, non_blocking=True)  # reason: copy the compact raw dtype, convert on the device
+    x = x.to(torch.float32)
+    if recipe.kind == "ct":
+        if x.ndim != 3:
+            raise InputError(f"CT preprocessing expects slices (B, H, W), got shape {tuple(x.shape)}")
+        x = ((x.clamp(recipe.low, recipe.high) - recipe.low) / (recipe.high - recipe.low)).unsqueeze(1)
+    else:
+        if x.ndim == 3:
+            x = x.unsqueeze(-1).expand(*x.shape, 3)
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise InputError(f"RGB preprocessing expects slices (B, H, W, 3), got shape {tuple(x.shape)}")
+        x = x.permute(0, 3, 1, 2) / 255.0
+    x = resize_images(x, img_size, recipe.resize)
+    mean = torch.tensor(recipe.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(recipe.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    return ((x - mean) / std).contiguous()
+
+
+def resize_labels(labels: np.ndarray, shape: tuple[int, int], spec: Mapping[str, Any] | Recipe) -> np.ndarray:
+    """Nearest-neighbour resize of label maps (B, h, w) -> (B, *shape) with the recipe's pixel convention.
+
+    For training (labels to the model size, as the official ``zoom(label, order=0)``) and for
+    inference (predictions back to the slice size).
+    """
+    return resize_nearest(labels, tuple(shape), parse_preprocessing(spec).resize)

@@ -1,0 +1,58 @@
+"""``braunet models`` and the model registry (braunet.zoo)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from braunet.cli import main
+from braunet.errors import CheckpointError
+from braunet.zoo import list_models, load_model, model_path, models_dir
+
+
+@pytest.fixture()
+def library(tmp_path, ct_model_dir, rgb_model_dir, monkeypatch):
+    """A models folder with two models and one stray folder, used through BRAUNET_MODELS_DIR."""
+    shutil.copytree(ct_model_dir, tmp_path / "ct-test")
+    shutil.copytree(rgb_model_dir, tmp_path / "polyp-test")
+    (tmp_path / "README.md").write_text("not a model\n")
+    (tmp_path / "notes").mkdir()
+    monkeypatch.setenv("BRAUNET_MODELS_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_bundled_models_live_in_the_package(monkeypatch):
+    monkeypatch.delenv("BRAUNET_MODELS_DIR", raising=False)
+    folder = models_dir()
+    assert folder.name == "models" and folder.parent.name == "braunet" and folder.is_dir()
+
+
+def test_registry_lists_and_loads_by_name_or_path(library):
+    assert list_models() == ["ct-test", "polyp-test"]
+    model, card = load_model("ct-test")
+    assert card.class_names[1] == "aorta" and model.config.num_classes == 9 and not model.training
+    assert model_path(library / "polyp-test") == library / "polyp-test"
+    with pytest.raises(CheckpointError, match=r"'ct-abdomen-8'.*ct-test, polyp-test"):
+        load_model("ct-abdomen-8")
+    (library / "weights.pth").write_bytes(b"\x80")
+    with pytest.raises(CheckpointError, match="convert-official"):
+        load_model(library / "weights.pth")
+
+
+def test_models_command_prints_a_table_and_json(library, capsys):
+    assert main(["models"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["NAME", "CLASSES", "INPUT", "PRESET", "METRICS"]
+    assert table[1].startswith("ct-test") and "8: aorta, gallbladder" in table[1] and "ct 128px" in table[1]
+    assert "tiny" in table[1] and table[2].startswith("polyp-test") and "1: lesion" in table[2]
+    assert main(["models", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["name"] for r in rows] == ["ct-test", "polyp-test"] and rows[1]["input"] == "rgb 128px"
+
+
+def test_models_command_with_no_models(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BRAUNET_MODELS_DIR", str(tmp_path))
+    assert main(["models"]) == 0
+    assert "no bundled models" in capsys.readouterr().out
