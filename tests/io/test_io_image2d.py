@@ -55,6 +55,15 @@ def test_kvasir_jpeg(shared_data: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "relative", [f"kvasir_seg/images/{KVASIR}.jpg", f"kvasir_seg/masks/{KVASIR}.png", "cvc_clinicdb/images/1.tif",
+                 "totalseg_ct/case01sm_ct.nii.gz", "dcmqi_ct/ct_dicom"],
+)  # fmt: skip
+def test_every_reader_returns_a_contiguous_writable_array(shared_data: Path, relative: str) -> None:
+    array = read_image(shared_data / relative).array
+    assert array.flags.c_contiguous and array.flags.writeable
+
+
+@pytest.mark.parametrize(
     "relative",
     [f"kvasir_seg/masks/{KVASIR}.png", "cvc_clinicdb/masks_binary/1.png", "ham10000/masks/ISIC_0024311.png"],
 )

@@ -150,7 +150,9 @@ def _checked_pixels(path: Path, array: np.ndarray) -> np.ndarray:
         array = array.astype(np.uint8) * np.uint8(255)
     if array.dtype not in (np.uint8, np.uint16):
         raise InputError(f"{path}: {array.dtype} pixels are not supported; expected 8- or 16-bit unsigned grey or RGB")
-    return np.ascontiguousarray(array)
+    # reason: np.asarray(PIL image) is read-only; torch.as_tensor warns on read-only arrays, and the
+    # other readers return writable ones
+    return np.require(array, requirements=("C_CONTIGUOUS", "WRITEABLE"))
 
 
 def save_image_2d(array: np.ndarray, path: Path, *, class_names: dict[int, str] | None = None) -> None:
