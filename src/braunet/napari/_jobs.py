@@ -93,12 +93,18 @@ class Job(QObject):
         return self._stop.is_set()
 
     def _on_progress(self, args: tuple) -> None:
-        if self._bar is None or len(args) < 2 or not all(isinstance(a, int) for a in args[:2]):
+        """Move napari's progress bar: ``(done, total)`` counts, or an object with ``elapsed_s`` (seconds)."""
+        if self._bar is None or not args:
             return
-        done, total = args[0], args[1]
+        if hasattr(args[0], "elapsed_s"):
+            done, total = int(args[0].elapsed_s), self._total
+        elif len(args) >= 2 and all(isinstance(a, int) for a in args[:2]):
+            done, total = args[0], args[1]
+        else:
+            return
         if total and self._bar.total != total:
             self._bar.total = total
-        self._bar.n = done
+        self._bar.n = min(done, total) if total else done
         self._bar.refresh()
 
     def _on_returned(self, result: Any) -> None:

@@ -112,30 +112,43 @@ class ModelStore:
         return entry.parent.key
 
     # -- weights -------------------------------------------------------------------------------
-    def load(self, key: str, device: str = "cpu") -> tuple[Any, Any]:
-        """(model, card) of ``key`` on ``device``; loads the weights on first use (any thread)."""
+    def load(self, key: str, device: str | None = None) -> tuple[Any, Any]:
+        """(model, card) of ``key``; loads the weights on first use (any thread).
+
+        ``device`` ("auto", "cpu", "cuda", "mps") moves the model there; None leaves it where it is
+        (the CPU after loading).
+        """
         from braunet import zoo
+        from braunet.infer import resolve_device
 
         entry = self._entries[key]
         with self._lock:
             if entry.model is None:
-                entry.model, entry.card = zoo.load_model(entry.source, device)
+                entry.model, entry.card = zoo.load_model(entry.source, device or "cpu")
             elif device is not None:
-                entry.model.to(device)
+                entry.model.to(resolve_device(device))
             return entry.model, entry.card
 
-    def copy_for_training(self, key: str, device: str = "cpu") -> tuple[Any, Any]:
-        """A deep copy of ``key``'s model (so training never touches the stored weights) and its card."""
-        model, card = self.load(key, device)
+    def copy_model(self, key: str, device: str = "cpu") -> tuple[Any, Any]:
+        """A deep copy of ``key``'s model on ``device`` (training and routing hooks never touch the stored one)."""
+        from braunet.infer import resolve_device
+
+        model, card = self.load(key)
         with self._lock:
-            return copy.deepcopy(model), card
+            return copy.deepcopy(model).to(resolve_device(device)).eval(), card
 
     def save(self, key: str, root: str | Path) -> Path:
         """Write ``key``'s version folder under ``root`` (braunet.train.versions.save_version)."""
         from braunet.train.versions import save_version
 
+        from braunet.zoo import model_path
+
         entry = self._entries[key]
         if entry.model is None:
             raise ValueError(f"{key}: nothing to save, the model was never loaded")
-        entry.saved_to = Path(save_version(entry.model, entry.card, root))
+        origin = entry  # the on-disk ancestor's replay set (anchors.npz) travels with the version
+        while origin.source is None and origin.parent is not None:
+            origin = origin.parent
+        anchors_from = model_path(origin.source) if origin.source else None
+        entry.saved_to = Path(save_version(entry.model, entry.card, root, anchors_from=anchors_from))
         return entry.saved_to
