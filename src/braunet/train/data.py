@@ -53,6 +53,7 @@ __all__ = [
     "load_volume_pair",
     "mask_to_labels",
     "prepare",
+    "split_validation",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -363,6 +364,38 @@ def load_pairs(
     if not len(out):
         raise InputError("no labelled slices found")
     return out
+
+
+def split_validation(slices: SliceSet, fraction: float = 0.2, gap: int = 2) -> tuple[list[int], list[int], str]:
+    """Indices ``(train, validation, description)`` that never split a case across the two sides.
+
+    With at least 5 groups (cases, videos, images), whole groups go to validation: every
+    ``round(1 / fraction)``-th group in sorted order, at least one. With fewer (one or a few
+    volumes), each volume is split by slab: its top ``fraction`` of slices (contiguous) go to
+    validation and ``gap`` slices below them to neither side, because neighbouring slices of one
+    volume are nearly identical and would make validation a test on training data.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation fraction must be between 0 and 1, got {fraction}")
+    groups = sorted(set(slices.groups))
+    if len(groups) >= 5:
+        step = max(1, round(1 / fraction))
+        held = set(groups[::step])
+        val = [i for i, g in enumerate(slices.groups) if g in held]
+        train = [i for i, g in enumerate(slices.groups) if g not in held]
+        return train, val, f"by group: {len(held)} of {len(groups)} held out ({', '.join(sorted(held)[:10])})"
+    train, val = [], []
+    for group in groups:
+        members = [i for i, g in enumerate(slices.groups) if g == group]
+        n_val = max(1, round(fraction * len(members)))
+        if len(members) - n_val - gap < 1:
+            raise InputError(
+                f"{group}: {len(members)} slices are too few to hold out a validation slab of {n_val} with a "
+                f"gap of {gap}; give validation data explicitly"
+            )
+        val += members[-n_val:]
+        train += members[: len(members) - n_val - gap]
+    return train, val, f"by slab: the top {fraction:.0%} of the slices of each volume, {gap}-slice gap"
 
 
 # ----------------------------------------------------------------------------------------------

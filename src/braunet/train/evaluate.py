@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from braunet.errors import Cancelled
+from braunet.errors import Cancelled, InputError
 from braunet.model import BRAUNet, ModelCard
 from braunet.train.data import SliceSet
 from braunet.train.metrics import per_class_metrics
 
-__all__ = ["Evaluation", "evaluate_slices", "predict_slices"]
+__all__ = ["Evaluation", "evaluate_files", "evaluate_slices", "predict_slices"]
 
 
 @torch.no_grad()
@@ -142,6 +142,11 @@ def evaluate_slices(
         case_records.append({"case": slices.groups[indices[0]], "n_slices": len(indices), "metrics": metrics})
         if progress:
             progress(done + 1, len(cases))
+    return _aggregate(card, ids, per_case, case_records)
+
+
+def _aggregate(card: ModelCard, ids: Sequence[int], per_case: list[dict], records: list[dict]) -> Evaluation:
+    """Means over cases per class (skipping undefined HD95), then over classes."""
     names = card.class_names
     per_class: dict[str, dict[str, float]] = {}
     for c in ids:
@@ -160,6 +165,44 @@ def evaluate_slices(
         mean_dice=float(np.mean(dices)) if dices else float("nan"),
         mean_hd95_mm=float(np.mean(hds)) if hds else float("nan"),
         per_class=per_class,
-        n=len(cases),
-        cases=case_records,
+        n=len(per_case),
+        cases=records,
     )
+
+
+def evaluate_files(
+    model: BRAUNet,
+    card: ModelCard,
+    pairs: Sequence[tuple],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Evaluation:
+    """Score ``model`` on (image, label) file pairs with the inference engine (what ``braunet predict``
+    writes), each case on its own grid: volumes in 3-D with their voxel spacing, 2-D images per image.
+    """
+    from braunet.infer import predict
+    from braunet.io import read_image
+    from braunet.train.data import mask_to_labels, mask_to_labels_volume
+
+    binary = model.config.num_classes == 1
+    ids = [1] if binary else list(range(1, model.config.num_classes))
+    per_case, records = [], []
+    for done, (image_path, label_path) in enumerate(pairs):
+        if should_stop and should_stop():
+            raise Cancelled("evaluation cancelled")
+        volume, label = read_image(image_path), read_image(label_path)
+        classes = model.config.num_classes
+        if volume.is_2d:
+            truth = mask_to_labels(label.array, classes, str(label_path))
+        else:
+            truth = mask_to_labels_volume(label.array, classes, str(label_path))
+        if truth.shape != tuple(volume.spatial_shape):
+            raise InputError(f"{label_path}: label shape {truth.shape} differs from the image's {volume.spatial_shape}")
+        pred = predict(model, card, volume).labels.astype(np.int64)
+        metrics = per_class_metrics(pred, truth, ids, volume.spacing)
+        per_case.append(metrics)
+        records.append({"case": str(image_path), "n_slices": 1 if volume.is_2d else truth.shape[2], "metrics": metrics})
+        if progress:
+            progress(done + 1, len(pairs))
+    return _aggregate(card, ids, per_case, records)

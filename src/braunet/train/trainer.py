@@ -63,7 +63,9 @@ class TrainConfig:
     """Optimisation settings. ``to_dict``/``from_dict`` make it a config file (recipes build on it).
 
     Attributes:
-        epochs: passes over the training slices (upper bound when ``max_time_s`` is set).
+        epochs: passes over the training slices (upper bound when ``max_steps`` or ``max_time_s``
+            is set).
+        max_steps: stop after this many optimizer steps (None: ``epochs`` decides).
         max_time_s: stop after this many seconds of training (None: no limit).
         batch_size: slices per step and per process.
         lr, weight_decay, optimizer ("adamw" or "sgd"), momentum (SGD): as in PyTorch.
@@ -80,6 +82,7 @@ class TrainConfig:
     """
 
     epochs: int = 50
+    max_steps: int | None = None
     max_time_s: float | None = None
     batch_size: int = 8
     lr: float = 1e-3
@@ -106,6 +109,8 @@ class TrainConfig:
             raise ValueError(f"augment must be auto, ct, rgb or none, got {self.augment!r}")
         if self.max_time_s is not None and self.max_time_s <= 0:
             raise ValueError("max_time_s must be positive")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps must be >= 1")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -363,6 +368,8 @@ def train(
     )
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * config.epochs
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
     classes = max(model.config.num_classes, 2)
 
     def save_state() -> None:
@@ -424,7 +431,7 @@ def train(
             if stop_flag:
                 stopped = cancelled = True
                 break
-            if config.max_time_s and elapsed >= config.max_time_s:
+            if (config.max_time_s and elapsed >= config.max_time_s) or state["step"] >= total_steps:
                 stopped = True
                 break
         state["epoch"] = epoch + 1
