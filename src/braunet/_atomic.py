@@ -16,6 +16,10 @@ from braunet.errors import OutputError
 
 __all__ = ["atomic_path", "check_writable_target", "write_atomically"]
 
+# reason: mkstemp creates files with mode 0600; outputs should get the usual umask-based mode.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def check_writable_target(path: str | os.PathLike, *, inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
     """Return ``path`` as a Path after checking its folder exists, is writable and ``path`` is not an input.
@@ -53,6 +57,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
     finally:
         if tmp.exists():

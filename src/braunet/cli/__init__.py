@@ -18,7 +18,7 @@ from braunet.errors import BraunetError
 __all__ = ["main"]
 
 # Order is the order shown by ``braunet --help``.
-SUBCOMMANDS = ("predict", "models", "convert", "train", "finetune", "evaluate")
+SUBCOMMANDS = ("demo", "predict", "models", "convert", "train", "finetune", "evaluate")
 
 
 def _build_parser() -> argparse.ArgumentParser:
