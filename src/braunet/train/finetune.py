@@ -168,6 +168,7 @@ def finetune(
     batch_size: int = 4,
     anchors_per_batch: int = 2,
     max_anchor_drop: float = 0.05,
+    max_steps: int | None = None,
 ) -> FinetuneResult:
     """Fine-tune a copy of ``model`` on corrected slices; keep it only if held-back Dice improves.
 
@@ -190,6 +191,7 @@ def finetune(
         lr: AdamW learning rate (default 5e-4 for "decoder", 2e-4 for "full").
         batch_size: corrected slices per step; ``anchors_per_batch`` anchor slices are added.
         max_anchor_drop: reject the result if Dice on the anchors drops more than this.
+        max_steps: also stop after this many steps (reproducible rounds, e.g. in tests).
 
     Raises:
         InputError: fewer than 2 slices, mismatched shapes, labels that are not classes of the model.
@@ -241,7 +243,7 @@ def finetune(
     _train_mode(tuned, mode)
     while True:
         elapsed = time.perf_counter() - start
-        if step > 0 and elapsed >= deadline:
+        if step > 0 and (elapsed >= deadline or (max_steps is not None and step >= max_steps)):
             break
         corrected.set_epoch(step)
         picks = [corrected[int(i)] for i in rng.choice(len(corrected), size=batch_size, replace=len(corrected) < batch_size)]
@@ -252,6 +254,8 @@ def finetune(
         x = torch.stack([p[0] for p in picks]).to(device)
         y = torch.stack([p[1] for p in picks]).to(device)
         frac = min(1.0, elapsed / max(deadline, 1e-6))
+        if max_steps is not None:
+            frac = max(frac, step / max_steps)
         for group in optimizer.param_groups:
             group["lr"] = base_lr * 0.5 * (1 + np.cos(np.pi * frac))  # cosine decay over the budget
         optimizer.zero_grad(set_to_none=True)

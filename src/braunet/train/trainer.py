@@ -273,6 +273,21 @@ def _agree(values: list[float], info: DistInfo) -> list[float]:
     return tensor.tolist()
 
 
+def _sync_buffers(model: nn.Module, info: DistInfo) -> None:
+    """Average floating-point buffers (BatchNorm running statistics) over ranks.
+
+    DDP broadcasts rank 0's buffers before each forward, but the last forward of an epoch updates
+    each rank's statistics from its own shard; averaging makes the ranks identical again (and the
+    statistics cover every shard) before validation and saving.
+    """
+    if info.world_size == 1:
+        return
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+            buffer.div_(info.world_size)
+
+
 def _card_with(card: ModelCard, **updates: Any) -> ModelCard:
     new = copy.deepcopy(card)
     for key, value in updates.items():
@@ -435,6 +450,7 @@ def train(
                 stopped = True
                 break
         state["epoch"] = epoch + 1
+        _sync_buffers(model, info)
         last = state["epoch"] >= config.epochs or stopped
         record: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None,
                                   "elapsed_s": round(state["elapsed"], 1)}
