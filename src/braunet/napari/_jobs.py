@@ -25,6 +25,13 @@ __all__ = ["Job"]
 _CANCELLED = object()
 
 
+class _Failure:
+    """A BraunetError's message (returned, not raised: superqt treats a returned exception as an error)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
 class Job(QObject):
     """``func(progress, should_stop) -> result`` on a worker thread.
 
@@ -67,7 +74,7 @@ class Job(QObject):
         except Cancelled:
             return _CANCELLED
         except BraunetError as error:
-            return error
+            return _Failure(str(error))
 
     def _report(self, *args: Any) -> None:
         self.progressed.emit(args)
@@ -111,11 +118,11 @@ class Job(QObject):
         self.running = False
         if result is _CANCELLED:
             self.cancelled.emit()
-        elif isinstance(result, BraunetError):
+        elif isinstance(result, _Failure):
             from napari.utils.notifications import show_error
 
-            show_error(str(result))
-            self.failed.emit(str(result))
+            show_error(result.message)
+            self.failed.emit(result.message)
         else:
             self.done.emit(result)
 

@@ -146,6 +146,10 @@ class RoutingWidget(Container):
         if np.any(rc < -0.5) or rc[0] > spatial[-2] - 0.5 or rc[1] > spatial[-1] - 0.5:
             return False
         self.query = (float(rc[0]), float(rc[1]))
+        if point.size >= 3 and not layer.rgb:  # the clicked slice is the shown one; make sure of it
+            k = int(np.clip(np.round(point[-3]), 0, layer.data.shape[0] - 1))
+            if k != current_slice(self.viewer, layer):
+                self.viewer.dims.set_point(0, layer.data_to_world((k, 0, 0))[0])
         self.refresh()
         return True
 
@@ -215,7 +219,7 @@ class RoutingWidget(Container):
             old, _ = self._routes.popitem(last=False)
             self._frames.pop(old, None)
         self.status.value = ""
-        self._draw(layer, k, three_d, frame, routes)
+        self.refresh()  # draws this slice if it is still the one shown, else computes the shown one
 
     def _job_finished(self) -> None:
         if self._pending:

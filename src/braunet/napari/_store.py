@@ -52,7 +52,11 @@ class ModelStore:
 
     @classmethod
     def for_viewer(cls, viewer: Any) -> ModelStore:
-        """The store of ``viewer`` (created on first use, dropped when the viewer is garbage collected)."""
+        """The store of ``viewer`` (created on first use, dropped when the viewer is garbage collected).
+
+        napari hands each widget its own proxy of the viewer; the store belongs to the viewer itself.
+        """
+        viewer = getattr(viewer, "__wrapped__", viewer)
         key = id(viewer)
         store = cls._by_viewer.get(key)
         if store is None:

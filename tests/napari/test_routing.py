@@ -1,0 +1,114 @@
+"""Routing explorer: a click shows exactly the windows record_routing reports for the clicked window."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from nibabel.affines import apply_affine
+
+from braunet.infer import preprocess_slices, to_view
+from braunet.io import to_canonical
+from braunet.model import record_routing
+from braunet.zoo import load_model
+
+PLUGIN = "napari-braunet"
+
+
+def _expected_routing(volume, model, card, world_lps, block):
+    """Independent path: world mm -> RAS -> canonical voxel -> model pixel -> window -> record_routing."""
+    canonical, reorientation = to_canonical(volume)
+    ras = np.array([-world_lps[2], -world_lps[1], world_lps[0]])
+    i, j, k = apply_affine(np.linalg.inv(reorientation.canonical_affine), ras)
+    k = int(round(k))
+    raw = to_view(canonical, [k], "radiological")  # (1, J, I): row = J-1-j, column = I-1-i
+    rows, cols = raw.shape[1:]
+    size, n_win = model.config.img_size, model.config.n_win
+    r, c = rows - 1 - j, cols - 1 - i
+    m_r, m_c = r * (size - 1) / (rows - 1), c * (size - 1) / (cols - 1)  # spline3 zoom: corner-aligned centres
+    window = int(np.floor((m_r + 0.5) / (size / n_win))) * n_win + int(np.floor((m_c + 0.5) / (size / n_win)))
+    with torch.inference_mode(), record_routing(model) as routes:
+        model(preprocess_slices(raw, card.preprocessing, size))
+    indices = next(route.indices[0] for route in routes if route.name == block)
+    return k, window, indices[window].tolist(), indices.numpy()
+
+
+@pytest.mark.parametrize("block_index", [0, -1])  # first encoder block, last decoder block
+def test_click_shows_what_record_routing_predicts(make_napari_viewer, qtbot, cpu_ct_checkpoint, block_index):
+    from braunet.data import load_sample
+
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "ct_abdomen")
+    image = viewer.layers["CT abdomen"]
+    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    segment.checkpoint.value = str(cpu_ct_checkpoint)  # the explorer follows the viewer's current model
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Routing explorer")
+    assert widget.model.value == segment.model.value
+    blocks = list(widget.block.choices)
+    widget.block.value = blocks[block_index]
+
+    viewer.dims.set_point(0, image.data_to_world((95, 0, 0))[0])
+    click = image.data_to_world((95, 61.2, 20.7))  # a point on the patient's right, world mm (LPS)
+    # A real mouse press through the viewer's callbacks.
+    from napari.utils.interactions import mouse_press_callbacks
+
+    class Event:
+        type, position, view_direction, dims_displayed, modifiers, button = (
+            "mouse_press", tuple(click), None, [1, 2], (), 1)  # fmt: skip
+
+    mouse_press_callbacks(viewer, Event())
+    qtbot.waitUntil(lambda: "query" in widget.last, timeout=60_000)
+
+    model, card = load_model(cpu_ct_checkpoint)
+    k, window, routed, indices = _expected_routing(load_sample("ct_abdomen").image, model, card, click,
+                                                   widget.block.value)  # fmt: skip
+    assert (widget.last["slice"], widget.last["query"], widget.last["routed"]) == (k, window, routed)
+
+    # The drawn rectangles are those windows, on the image's grid, at the clicked slice.
+    shapes = viewer.layers["routing windows"]
+    np.testing.assert_array_equal(shapes.scale, image.scale)
+    np.testing.assert_array_equal(shapes.translate, image.translate)
+    assert len(shapes.data) == 1 + model.bra_modules()[block_index][1].topk
+    frame_windows = []
+    for rect in shapes.data:
+        assert np.all(rect[:, 0] == 95)
+        centre = rect[:, 1:].mean(axis=0)
+        frame_windows.append(widget._frames[(id(image), widget.model.value, 95)].window_at(centre))
+    assert frame_windows == [window, *routed]
+    query_rect = shapes.data[0][:, 1:]
+    assert query_rect[:, 0].min() <= 61.2 <= query_rect[:, 0].max()  # the clicked point is inside its window
+    assert query_rect[:, 1].min() <= 20.7 <= query_rect[:, 1].max()
+
+    # The heatmap: the share of this slice's query windows that route into each window.
+    heat = viewer.layers["routing frequency"]
+    assert heat.data.shape == (1, 101, 122)
+    np.testing.assert_allclose(heat.translate, np.asarray(image.translate) + [95 * 3.0, 0, 0])
+    expected_share = np.bincount(indices.reshape(-1), minlength=indices.shape[0]) / indices.shape[0]
+    assert heat.data[0, 61, 20] == pytest.approx(expected_share[window])
+    assert heat.data.max() == pytest.approx(expected_share.max())
+
+    # It follows the slider: the same point on the next slice.
+    viewer.dims.set_point(0, image.data_to_world((96, 0, 0))[0])
+    qtbot.waitUntil(lambda: widget.last.get("slice") == 96, timeout=60_000)
+    k2, window2, routed2, _ = _expected_routing(load_sample("ct_abdomen").image, model, card,
+                                                image.data_to_world((96, 61.2, 20.7)), widget.block.value)  # fmt: skip
+    assert (widget.last["query"], widget.last["routed"]) == (window2, routed2)
+    assert np.all(viewer.layers["routing windows"].data[0][:, 0] == 96)
+
+
+def test_routing_on_a_2d_image(make_napari_viewer, qtbot, tiny_rgb_checkpoint):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "dermoscopy")
+    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    segment.checkpoint.value = str(tiny_rgb_checkpoint)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Routing explorer")
+    image = viewer.layers["ISIC_0000198"]
+    widget.image.value = image
+    assert widget.inspect_world((300.0, 100.0))
+    qtbot.waitUntil(lambda: "query" in widget.last, timeout=60_000)
+    # tiny: 128 px input, 4 x 4 windows; bilinear half-pixel resize of 512 px -> 128 windows of 128 px.
+    assert widget.last["query"] == (300 // 128) * 4 + 100 // 128
+    rect = viewer.layers["routing windows"].data[0]
+    np.testing.assert_allclose(rect.min(axis=0), [255.5, -0.5])
+    np.testing.assert_allclose(rect.max(axis=0), [383.5, 127.5])
+    assert viewer.layers["routing frequency"].data.shape == (512, 512)
