@@ -228,3 +228,17 @@ def test_bad_output_path(where, ct_path, ct_model_dir, tmp_path, capsys, monkeyp
         assert not target.exists()
     if where == "read-only folder":
         target.parent.chmod(0o755)
+
+
+def test_option_mistakes_are_one_line_errors(ct_path, ct_model_dir, tmp_path, capsys, monkeypatch):
+    import torch
+
+    same = tmp_path / "x.nii.gz"
+    code, _, err = run([ct_path, "-o", same, "--confidence", same, "--model", ct_model_dir], capsys)
+    assert code == 2 and "--confidence must differ" in err
+    code, _, err = run([ct_path, "-o", tmp_path / "x.png", "--model", ct_model_dir], capsys)
+    assert code == 2 and "x.png" in err and ".nii.gz" in err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = run([ct_path, "-o", same, "--model", ct_model_dir, "--device", "cuda"], capsys)
+    assert code == 2 and "CUDA is not available" in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

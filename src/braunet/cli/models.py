@@ -53,8 +53,10 @@ def describe(name: str, card) -> dict[str, Any]:
 
 
 def _metrics_text(metrics: dict[str, float], limit: int = 4) -> str:
-    items = [f"{key}={value:.3g}" for key, value in metrics.items()]
-    return ", ".join(items[:limit]) + (f", ... ({len(items)} in all)" if len(items) > limit else "") or "-"
+    """The summary figures (keys whose last part starts with "mean"), else the first few; --json has all."""
+    means = {k: v for k, v in metrics.items() if k.rsplit(".", 1)[-1].startswith("mean")}
+    items = [f"{key}={value:.3g}" for key, value in (means or metrics).items()]
+    return ", ".join(items[:limit]) + (", ..." if len(items) > limit else "") or "-"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -129,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
     several = len(inputs) > 1
     labels_target = _Target(args.output, several, "labels", tuple(inputs))
     conf_target = _Target(args.confidence, several, "confidence", tuple(inputs)) if args.confidence else None
+    if conf_target is not None and conf_target.path.resolve() == labels_target.path.resolve():
+        raise OutputError(f"{conf_target.path}: --confidence must differ from the label output -o")
     if labels_target.is_folder:
         stems = [_stem(p) for p in inputs]
         duplicates = sorted({s for s in stems if stems.count(s) > 1})

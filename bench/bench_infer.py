@@ -1,0 +1,226 @@
+"""Inference engine benchmark: end-to-end overhead, peak memory on a large CT, slices/s per preset.
+
+Prints JSON lines (one per measurement) on stdout:
+
+* ``e2e_vs_model``: read -> preprocess -> infer -> restore geometry -> write for the shared CT
+  (case01, 122x101x112) against the network alone on the same preprocessed slices and batch size,
+  in the same process. Target: ratio <= 1.1.
+* ``large_volume``: the same CT resampled to 512x512xDEPTH (default 300) and written as NIfTI in a
+  temporary folder, segmented end to end in a fresh subprocess; peak resident memory (ru_maxrss)
+  and its growth over the resident size after start-up, plus the end-to-end time against the
+  network alone for the same slices.
+* ``preset_speed``: network slices/s for the cpu-ct, synapse and tiny presets at batch 8.
+
+Times are the best of ``--repeats`` runs after a warm-up. The machine may be shared: the load
+average at start and end is printed with every line so that noisy figures can be recognised.
+
+Usage: ``python bench/bench_infer.py [--device auto] [--depth 300] [--repeats 3] [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("BRAUNET_DATA_DIR") or REPO.parent / "shared" / "data")
+CT = DATA / "totalseg_ct" / "case01_ct.nii.gz"
+
+
+def emit(record: dict) -> None:
+    record.update(load_avg=round(os.getloadavg()[0], 2), torch_threads=torch.get_num_threads())
+    print(json.dumps(record), flush=True)
+
+
+def best_of(fn, repeats: int) -> float:
+    fn()  # warm-up: kernel selection, caches, lazy imports
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def get_model(device: torch.device):
+    """The bundled CT model if installed, else a random cpu-ct network (same cost)."""
+    from braunet.infer import official_preprocessing
+    from braunet.model import BRAUNet, ModelCard, get_preset
+    from braunet.zoo import SYNAPSE8_CLASSES, list_models, load_model
+
+    if "ct-abdomen-8" in list_models():
+        return load_model("ct-abdomen-8", device)
+    config = get_preset("cpu-ct")
+    card = ModelCard("cpu-ct-random", config, list(SYNAPSE8_CLASSES), official_preprocessing("ct"))
+    return BRAUNet(config).to(device).eval(), card
+
+
+def model_only_time(model, card, volume, batch_size: int, repeats: int) -> tuple[float, int]:
+    """Seconds for the network alone on every axial slice, preprocessed beforehand (not timed)."""
+    from braunet.infer import preprocess_slices, to_view
+    from braunet.io import to_canonical
+
+    canonical, _ = to_canonical(volume)
+    device = next(model.parameters()).device
+    view = card.preprocessing.get("view", "radiological")
+    depth = canonical.shape[2]
+    batches = [
+        preprocess_slices(to_view(canonical, range(k, min(k + batch_size, depth)), view), card.preprocessing,
+                          model.config.img_size, device=device)
+        for k in range(0, depth, batch_size)
+    ]  # fmt: skip
+
+    def run() -> None:
+        with torch.inference_mode():
+            for x in batches:
+                model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return best_of(run, repeats), depth
+
+
+def end_to_end(model, card, path: Path, out: Path, batch_size: int) -> None:
+    from braunet.infer import predict
+    from braunet.io import read_image, write_labels
+
+    volume = read_image(path)
+    prediction = predict(model, card, volume, batch_size=batch_size)
+    write_labels(prediction.labels, volume, out)
+
+
+def bench_e2e(device: torch.device, batch_size: int, repeats: int) -> None:
+    from braunet.io import read_image
+
+    model, card = get_model(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "labels.nii.gz"
+        e2e = best_of(lambda: end_to_end(model, card, CT, out, batch_size), repeats)
+    model_s, slices = model_only_time(model, card, read_image(CT), batch_size, repeats)
+    emit({
+        "bench": "e2e_vs_model", "volume": f"{CT.name} {read_image(CT).shape}", "model": card.name,
+        "device": str(device), "batch_size": batch_size, "slices": slices, "e2e_s": round(e2e, 3),
+        "model_only_s": round(model_s, 3), "ratio": round(e2e / model_s, 3),
+        "e2e_slices_per_s": round(slices / e2e, 2), "target_ratio": 1.1,
+    })  # fmt: skip
+
+
+def make_large_volume(folder: Path, depth: int) -> Path:
+    """The shared CT resampled (linear) to 512 x 512 x depth, HU int16, same field of view."""
+    import nibabel as nib
+    from scipy import ndimage
+
+    source = nib.load(CT)
+    data = np.asarray(source.dataobj).astype(np.float32)
+    shape = (512, 512, depth)
+    factors = [n / s for n, s in zip(shape, data.shape)]
+    large = ndimage.zoom(data, factors, order=1, output=np.float32)
+    large = np.round(large).astype(np.int16)
+    affine = source.affine @ np.diag([1 / factors[0], 1 / factors[1], 1 / factors[2], 1])
+    path = folder / f"case01_{shape[0]}x{shape[1]}x{shape[2]}.nii.gz"
+    nib.save(nib.Nifti1Image(large, affine), path)
+    return path
+
+
+def child_large(path: str, device: str, batch_size: int) -> None:
+    """Subprocess body: RSS after start-up, then one end-to-end run; print one JSON object."""
+    import braunet.infer  # noqa: F401  (imports before the baseline, as a real run has them)
+    import braunet.io  # noqa: F401
+
+    model, card = get_model(torch.device(device))
+    baseline = _rss_now()
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        end_to_end(model, card, Path(path), Path(tmp) / "labels.nii.gz", batch_size)
+        seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # reason: Linux reports KiB
+    print(json.dumps({"e2e_s": seconds, "baseline_rss": baseline, "peak_rss": peak}))
+
+
+def _rss_now() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def bench_large(device: torch.device, batch_size: int, depth: int) -> None:
+    from braunet.io import read_image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = make_large_volume(Path(tmp), depth)
+        result = subprocess.run(
+            [sys.executable, __file__, "--child-large", str(path), "--device", str(device), "--batch-size", str(batch_size)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        child = json.loads(result.stdout.strip().splitlines()[-1])
+        model, card = get_model(device)
+        model_s, slices = model_only_time(model, card, read_image(path), batch_size, 1)
+        size_mb = path.stat().st_size / 2**20
+    gib = 2**30
+    emit({
+        "bench": "large_volume", "shape": [512, 512, depth], "file_mib": round(size_mb, 1), "model": card.name,
+        "device": str(device), "batch_size": batch_size, "e2e_s": round(child["e2e_s"], 2),
+        "model_only_s": round(model_s, 2), "ratio": round(child["e2e_s"] / model_s, 3),
+        "peak_rss_gib": round(child["peak_rss"] / gib, 3),
+        "rss_growth_gib": round((child["peak_rss"] - child["baseline_rss"]) / gib, 3),
+        "int16_volume_gib": round(512 * 512 * depth * 2 / gib, 3), "limit_gib": 4.0,
+    })  # fmt: skip
+
+
+def bench_presets(device: torch.device, batch_size: int, repeats: int) -> None:
+    from braunet.model import BRAUNet, get_preset
+
+    for name in ("tiny", "cpu-ct", "synapse"):
+        config = get_preset(name)
+        model = BRAUNet(config).to(device).eval()
+        x = torch.randn(batch_size, 1, config.img_size, config.img_size, device=device)
+
+        def run() -> None:
+            with torch.inference_mode():
+                model(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+
+        seconds = best_of(run, repeats if name != "synapse" else 1)
+        emit({
+            "bench": "preset_speed", "preset": name, "img_size": config.img_size, "device": str(device),
+            "batch_size": batch_size, "slices_per_s": round(batch_size / seconds, 2),
+            "ms_per_slice": round(1000 * seconds / batch_size, 1),
+            "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+        })  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--depth", type=int, default=300, help="slices of the large 512x512 volume")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="skip the large-volume run")
+    parser.add_argument("--child-large", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_large:
+        child_large(args.child_large, args.device, args.batch_size)
+        return
+    from braunet.infer import resolve_device
+
+    device = resolve_device(args.device)
+    bench_e2e(device, args.batch_size, args.repeats)
+    if not args.quick:
+        bench_large(device, args.batch_size, args.depth)
+    bench_presets(device, args.batch_size, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
