@@ -202,7 +202,10 @@ def _small_rgb_anchors(slices: SliceSet, longest: int = 256) -> SliceSet:
 # ------------------------------------------------------------------------------------------------
 
 
-def build(name: str, minutes: float, work: Path, seed: int, max_steps: int | None = None, threads: int = 1) -> dict:
+def build(
+    name: str, minutes: float, work: Path, seed: int, max_steps: int | None = None, threads: int = 1,
+    resume: bool = False,
+) -> dict:
     root = data_dir()
     extra_eval: dict[str, SliceSet] = {}
     if name == "ct-abdomen-8":
@@ -241,6 +244,8 @@ def build(name: str, minutes: float, work: Path, seed: int, max_steps: int | Non
     flags = [name, "--minutes", f"{minutes:g}", "--seed", str(seed), "--threads", str(threads)]
     if max_steps:
         flags += ["--max-steps", str(max_steps)]
+    if resume:
+        flags += ["--resume"]
     command = "python scripts/train_bundled.py " + shlex.join(flags)
     card = ModelCard(
         name=name, config=preset, class_names=class_names, class_colors=colors, preprocessing=preprocessing,
@@ -268,7 +273,8 @@ def build(name: str, minutes: float, work: Path, seed: int, max_steps: int | Non
             print(f"[{name}] epoch {p.epoch} step {p.step} {p.elapsed_s:.0f}s loss {p.loss:.3f} lr {p.lr:.2e} "
                   f"val {p.val_dice if p.val_dice is None else round(p.val_dice, 4)} best {p.best_dice}", flush=True)
 
-    result = train(model, card, train_data, val_data, work / name, config, progress=progress, device="cpu")
+    result = train(model, card, train_data, val_data, work / name, config, progress=progress, device="cpu",
+                   resume=resume)
     card = result.card
     card.training["hardware"] = describe_hardware(torch.device("cpu")) + (
         " (a 2-core machine shared with other jobs; wall time includes waiting for the CPU)"
@@ -312,10 +318,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared machine)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None, help="folder for intermediate checkpoints")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from WORK/<model>/train_state.pt (the budgets count the time already spent)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="braunet-bundled-"))
     for name in MODELS if args.model == "all" else (args.model,):
-        build(name, args.minutes, work, args.seed, args.max_steps, args.threads)
+        build(name, args.minutes, work, args.seed, args.max_steps, args.threads, args.resume)
 
 
 if __name__ == "__main__":

@@ -151,6 +151,75 @@ def _resolve_anchors(anchors: SliceSet | str | os.PathLike | None, card: ModelCa
     return find_anchors(card.name)
 
 
+def _train_copy(
+    model: BRAUNet,
+    card: ModelCard,
+    train_data,
+    anchor_data,
+    *,
+    mode: str,
+    lr: float | None,
+    batch_size: int,
+    anchors_per_batch: int,
+    seed: int,
+    start: float,
+    deadline: float,
+    max_steps: int | None,
+    progress: Callable[[FinetuneProgress], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> tuple[BRAUNet, list[float], int, float]:
+    """Train a deep copy of ``model`` until ``deadline`` seconds after ``start`` (or ``max_steps``).
+
+    Returns ``(tuned, losses, steps, base_lr)``. Batches: ``batch_size`` augmented corrected slices
+    plus ``anchors_per_batch`` augmented anchor slices; AdamW with cosine decay over the budget.
+    """
+    device = next(model.parameters()).device
+    tuned = copy.deepcopy(model).to(device)
+    params = _set_trainable(tuned, mode)
+    optimizer = torch.optim.AdamW(params, lr=lr or (5e-4 if mode == "decoder" else 2e-4), weight_decay=1e-4)
+    criterion = make_loss(model.config.num_classes)
+    kind = "ct" if card.preprocessing.get("kind") == "ct" else "rgb"
+    corrected = AugmentedSlices(train_data, kind, seed=seed)
+    replay = AugmentedSlices(anchor_data, kind, seed=seed + 1) if anchor_data is not None else None
+    rng = np.random.default_rng(seed)
+    base_lr = optimizer.param_groups[0]["lr"]
+    losses: list[float] = []
+    step = 0
+    _train_mode(tuned, mode)
+    while True:
+        elapsed = time.perf_counter() - start
+        if step > 0 and (elapsed >= deadline or (max_steps is not None and step >= max_steps)):
+            break
+        corrected.set_epoch(step)
+        picks = [corrected[int(i)] for i in rng.choice(len(corrected), size=batch_size, replace=len(corrected) < batch_size)]
+        if replay is not None and anchors_per_batch:
+            replay.set_epoch(step)
+            count = min(anchors_per_batch, len(replay))
+            picks += [replay[int(i)] for i in rng.choice(len(replay), size=count, replace=False)]
+        x = torch.stack([p[0] for p in picks]).to(device)
+        y = torch.stack([p[1] for p in picks]).to(device)
+        frac = min(1.0, elapsed / max(deadline, 1e-6))
+        if max_steps is not None:
+            frac = max(frac, step / max_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = base_lr * 0.5 * (1 + np.cos(np.pi * frac))  # cosine decay over the budget
+        optimizer.zero_grad(set_to_none=True)
+        loss = criterion(tuned(x).float(), y)
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, 5.0)
+        optimizer.step()
+        step += 1
+        losses.append(float(loss.detach()))
+        if progress:
+            progress(FinetuneProgress(step, None, time.perf_counter() - start, losses[-1]))
+        if should_stop and should_stop():
+            raise Cancelled(f"fine-tuning cancelled after {step} steps; the model is unchanged")
+    tuned.eval()
+    for p in tuned.parameters():
+        p.requires_grad_(True)
+    return tuned, losses, step, base_lr
+
+
 def finetune(
     model: BRAUNet,
     card: ModelCard,
@@ -218,7 +287,6 @@ def finetune(
     anchor_data = (
         prepare(anchor_set, card.preprocessing, config.img_size, config.num_classes) if anchor_set is not None else None
     )
-    device = next(model.parameters()).device
 
     was_training = model.training
     model.eval()
@@ -228,50 +296,14 @@ def finetune(
     eval_cost = time.perf_counter() - t_eval
     model.train(was_training)
 
-    tuned = copy.deepcopy(model).to(device)
-    params = _set_trainable(tuned, mode)
-    optimizer = torch.optim.AdamW(params, lr=lr or (5e-4 if mode == "decoder" else 2e-4), weight_decay=1e-4)
-    criterion = make_loss(config.num_classes)
-    kind = "ct" if card.preprocessing.get("kind") == "ct" else "rgb"
-    corrected = AugmentedSlices(train_data, kind, seed=seed)
-    replay = AugmentedSlices(anchor_data, kind, seed=seed + 1) if anchor_data is not None else None
-    rng = np.random.default_rng(seed)
-    base_lr = optimizer.param_groups[0]["lr"]
-    deadline = time_budget_s - 1.5 * eval_cost  # reason: leave time to score the result
-    losses: list[float] = []
-    step = 0
-    _train_mode(tuned, mode)
-    while True:
-        elapsed = time.perf_counter() - start
-        if step > 0 and (elapsed >= deadline or (max_steps is not None and step >= max_steps)):
-            break
-        corrected.set_epoch(step)
-        picks = [corrected[int(i)] for i in rng.choice(len(corrected), size=batch_size, replace=len(corrected) < batch_size)]
-        if replay is not None and anchors_per_batch:
-            replay.set_epoch(step)
-            count = min(anchors_per_batch, len(replay))
-            picks += [replay[int(i)] for i in rng.choice(len(replay), size=count, replace=False)]
-        x = torch.stack([p[0] for p in picks]).to(device)
-        y = torch.stack([p[1] for p in picks]).to(device)
-        frac = min(1.0, elapsed / max(deadline, 1e-6))
-        if max_steps is not None:
-            frac = max(frac, step / max_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = base_lr * 0.5 * (1 + np.cos(np.pi * frac))  # cosine decay over the budget
-        optimizer.zero_grad(set_to_none=True)
-        loss = criterion(tuned(x).float(), y)
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, 5.0)
-        optimizer.step()
-        step += 1
-        losses.append(float(loss.detach()))
-        if progress:
-            progress(FinetuneProgress(step, None, time.perf_counter() - start, losses[-1]))
-        if should_stop and should_stop():
-            raise Cancelled(f"fine-tuning cancelled after {step} steps; the model is unchanged")
-    tuned.eval()
-    for p in tuned.parameters():
-        p.requires_grad_(True)
+    with torch.random.fork_rng(devices=[]):  # reason: seeded drop-path without touching the caller's RNG
+        torch.manual_seed(seed)
+        tuned, losses, step, base_lr = _train_copy(
+            model, card, train_data, anchor_data, mode=mode, lr=lr, batch_size=batch_size,
+            anchors_per_batch=anchors_per_batch, seed=seed, start=start,
+            deadline=time_budget_s - 1.5 * eval_cost,  # reason: leave time to score the result
+            max_steps=max_steps, progress=progress, should_stop=should_stop,
+        )
     pred_after = predict_prepared(tuned, held_data.x).numpy()
     truth = held_data.y.numpy()
     dice_before = _pooled_dice(pred_before, truth, binary, [pred_after])

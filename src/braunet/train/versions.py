@@ -50,10 +50,10 @@ class VersionInfo:
 
 
 def bundled_models_dir() -> Path:
-    """Folder of the models shipped with the package (``braunet/models``)."""
-    import braunet
+    """Folder of the bundled models (``braunet/models``, or ``$BRAUNET_MODELS_DIR``; see braunet.zoo)."""
+    from braunet.zoo import models_dir
 
-    return Path(braunet.__file__).resolve().parent / "models"
+    return models_dir()
 
 
 def version_dir(root: str | os.PathLike, name: str, version: int) -> Path:
