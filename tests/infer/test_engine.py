@@ -187,6 +187,32 @@ class _PixelClassifier(nn.Module):
         return self.head(x)
 
 
+class _SmallGpu(_PixelClassifier):
+    """Raises CUDA's out-of-memory error above ``limit`` slices per call, like a full GPU."""
+
+    limit = 3
+
+    def forward(self, x):
+        if x.shape[0] > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return super().forward(x)
+
+
+def test_out_of_memory_halves_the_batch_and_gives_the_same_labels(ct_model, ct_crop):
+    from braunet.errors import BraunetError
+
+    _, card = ct_model
+    torch.manual_seed(0)
+    model = _SmallGpu(card.config).eval()
+    _SmallGpu.limit = 100
+    expected = predict_volume(model, card, ct_crop, batch_size=8).labels
+    _SmallGpu.limit = 3
+    assert np.array_equal(predict_volume(model, card, ct_crop, batch_size=8).labels, expected)
+    _SmallGpu.limit = 0
+    with pytest.raises(BraunetError, match="out of GPU memory"):
+        predict_volume(model, card, ct_crop, batch_size=8)
+
+
 def test_memory_stays_bounded_by_the_label_map(ct_model):
     """No volume-sized float array is ever held: logits (9 x float32 = 36 bytes/voxel) stay per batch."""
     _, card = ct_model

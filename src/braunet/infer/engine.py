@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,21 +126,31 @@ def predict_volume(
     runner = _Runner(model, card, recipe, device, amp, confidence)
     labels_stack = np.zeros((depth, height, width), dtype=runner.label_dtype)  # model-view order (K, H, W)
     conf_stack = np.zeros((depth, height, width), dtype=runner.conf_dtype) if runner.conf_dtype else None
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batches = [indices[k : k + batch_size] for k in range(0, len(indices), batch_size)]
     stop = _stop_check(should_stop)
     total, done = len(indices), 0
     if progress:
         progress(0, total)
-    while done < total:
-        if stop():
-            raise Cancelled(f"{source}: prediction cancelled after {done} of {total} slices")
-        batch = indices[done : done + runner.batch_size(batch_size)]
-        labels, conf = runner(to_view(canonical, batch, recipe.view))
-        labels_stack[batch] = labels
-        if conf_stack is not None:
-            conf_stack[batch] = conf
-        done += len(batch)
-        if progress:
-            progress(done, total)
+    # reason: gathering the next batch's slices (a strided copy, NumPy releases the GIL) overlaps
+    # the network on the current one; on a GPU that copy is otherwise the bottleneck.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="braunet-slices") as reader:
+        pending = reader.submit(to_view, canonical, batches[0], recipe.view) if batches else None
+        for number, batch in enumerate(batches):
+            if stop():
+                pending.cancel()
+                raise Cancelled(f"{source}: prediction cancelled after {done} of {total} slices")
+            raw = pending.result()
+            if number + 1 < len(batches):
+                pending = reader.submit(to_view, canonical, batches[number + 1], recipe.view)
+            labels, conf = runner(raw)
+            labels_stack[batch] = labels
+            if conf_stack is not None:
+                conf_stack[batch] = conf
+            done += len(batch)
+            if progress:
+                progress(done, total)
 
     def restore(stack: np.ndarray) -> np.ndarray:  # (K, H, W) model view -> input voxel order
         return np.ascontiguousarray(reorientation.undo(from_view(stack, recipe.view)))
@@ -206,14 +217,14 @@ class _Runner:
         self.conf_dtype = {False: None, True: np.float32, "float32": np.float32, "uint8": np.uint8}[confidence]
         self._max_batch: int | None = None  # lowered after a GPU out-of-memory error
 
-    def batch_size(self, requested: int) -> int:
-        if requested < 1:
-            raise ValueError(f"batch_size must be >= 1, got {requested}")
-        return min(requested, self._max_batch or requested)
-
     def __call__(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw slices (B, H, W[, 3]) -> labels (B, H, W) and confidence (B, H, W) or None."""
-        labels, conf = self._run_chunk(raw)
+        step = self._max_batch or len(raw)
+        parts = [self._run_chunk(raw[k : k + step]) for k in range(0, len(raw), step)]
+        labels = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+        conf = None
+        if self.conf_dtype is not None:
+            conf = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
         labels = resize_nearest(labels, raw.shape[1:3], self.recipe.resize)
         if conf is not None:
             conf = resize_nearest(conf, raw.shape[1:3], self.recipe.resize)
