@@ -8,12 +8,17 @@ import pytest
 import torch
 
 # Every recipe at toy scale: the test-sized preset at 64 px, 2 epochs, batches of 2.
-TOY = {"model.preset": "tiny", "model.overrides": {"img_size": 64}, "epochs": 2, "batch_size": 2}
+TOY = {"model.preset": "tiny", "model.overrides.img_size": 64, "epochs": 2, "batch_size": 2}
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _two_threads() -> None:
-    torch.set_num_threads(2)  # reason: the CI machine has 2 cores
+@pytest.fixture(autouse=True, scope="package")
+def _one_thread():
+    """Toy-sized models run fastest on one thread: with two, the spin-waits of intra-op threads
+    cost more than the work, and on a shared 2-core machine a step went from 0.06 s to 0.5-7 s."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

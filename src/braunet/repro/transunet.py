@@ -122,9 +122,10 @@ class TransUNetFolder:
         path = self.slice_path(name)
         try:
             with np.load(path, allow_pickle=False) as data:
+                missing = [k for k in ("image", "label") if k not in data.files]
+                if missing:
+                    raise InputError(f"{path}: no array {missing[0]!r} (expected 'image' and 'label')")
                 image, label = np.asarray(data["image"], dtype=np.float32), data["label"]
-        except KeyError as error:
-            raise InputError(f"{path}: no array {error.args[0]!r} (expected 'image' and 'label')") from None
         except (OSError, ValueError) as error:
             raise InputError(f"{path}: not a readable .npz file ({error})") from None
         label = _labels(label, str(path))
