@@ -33,6 +33,20 @@ __all__ = ["DEFAULT_VERSIONS_ROOT", "FinetuneWidget", "edited_slices"]
 DEFAULT_VERSIONS_ROOT = Path.home() / ".braunet" / "models"
 
 
+def _warm_up_training() -> None:
+    """Run one optimizer step on a dummy parameter, on the GUI thread, once per process.
+
+    reason: PyTorch's first optimizer step imports ~800 modules (torch._dynamo, sympy...). Imported
+    from the worker thread, unmarshalling them holds the GIL for up to half a second at a time and
+    freezes the viewer; done here, the cost (1-2 s, once) is paid while the widget opens.
+    """
+    import torch
+
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    parameter.grad = torch.zeros(1)
+    torch.optim.AdamW([parameter]).step()
+
+
 def edited_slices(layer: Any) -> list[int]:
     """Slices (axis 0; ``[0]`` for a 2-D layer) where the labels differ from the last prediction."""
     base = layer.metadata.get(PREDICTION_KEY)
@@ -54,6 +68,7 @@ class FinetuneWidget(Container):
         from braunet.infer.device import DEVICE_CHOICES
         from braunet.train.finetune import MODES
 
+        _warm_up_training()
         self.viewer = napari_viewer
         self.store = ModelStore.for_viewer(napari_viewer)
         for name in zoo.list_models():
@@ -114,7 +129,7 @@ class FinetuneWidget(Container):
 
     def _labels_chosen(self, value: Any = None) -> None:
         if self._watched is not None:
-            for emitter in (self._watched.events.paint, self._watched.events.data):
+            for emitter in self._edit_events(self._watched):
                 try:
                     emitter.disconnect(self._schedule_refresh)
                 except (RuntimeError, TypeError, ValueError):
@@ -124,9 +139,15 @@ class FinetuneWidget(Container):
         if layer is not None:
             if PREDICTION_KEY not in layer.metadata:  # edits count from now on
                 layer.metadata[PREDICTION_KEY] = np.array(layer.data, copy=True)
-            connect_while_alive(self.native, layer.events.paint, self._schedule_refresh)
-            connect_while_alive(self.native, layer.events.data, self._schedule_refresh)
+            for emitter in self._edit_events(layer):
+                connect_while_alive(self.native, emitter, self._schedule_refresh)
         self.refresh_edits()
+
+    @staticmethod
+    def _edit_events(layer: Any) -> tuple:
+        """Events after which the labels may differ: paint/fill/data_setitem, new data, and any refresh
+        (``Labels.undo``/``redo`` emit nothing else; the thumbnail is redrawn after them)."""
+        return (layer.events.paint, layer.events.data, layer.events.thumbnail)
 
     def _schedule_refresh(self, event: Any = None) -> None:
         self._edit_timer.start()

@@ -1,0 +1,121 @@
+"""Fine-tune widget: edited-slice tracking, train / Accept / Rollback / Save, cancel, responsiveness."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from braunet.model import read_card
+from braunet.zoo import load_model
+
+PLUGIN = "napari-braunet"
+
+
+def _segmented_viewer(make_napari_viewer, qtbot, model: str, first: int, last: int):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "ct_abdomen")
+    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    if model in segment.store.keys():
+        segment.model.value = model
+    else:
+        segment.checkpoint.value = model
+    segment.slice_mode.value = "slice range"
+    segment.first.value, segment.last.value = first, last
+    job = segment.run()
+    qtbot.waitUntil(lambda: not job.running, timeout=120_000)
+    _, finetune = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
+    finetune.corrected.value = viewer.layers["CT abdomen segmentation"]
+    return viewer, segment, finetune
+
+
+def _correct(layer, reference, slices):
+    """Paint the reference labels into ``slices`` of the prediction, as an annotator would (undoable)."""
+    for k in slices:
+        wrong = np.nonzero(layer.data[k] != reference.data[k])
+        layer.data_setitem((np.full(wrong[0].size, k),) + wrong, reference.data[k][wrong])
+
+
+def test_edited_slices_follow_paint_undo_and_new_predictions(make_napari_viewer, qtbot, tiny_ct_checkpoint):
+    viewer, segment, finetune = _segmented_viewer(make_napari_viewer, qtbot, str(tiny_ct_checkpoint), 60, 69)
+    labels = viewer.layers["CT abdomen segmentation"]
+    assert finetune.refresh_edits() == []
+    viewer.dims.set_point(0, labels.data_to_world((62, 0, 0))[0])
+    labels.brush_size = 5
+    labels.paint((62, 50, 60), 5, refresh=True)  # a brush dab (data coordinates), napari's own tool
+    qtbot.waitUntil(lambda: finetune.slices.value == [62], timeout=3_000)
+    _correct(labels, viewer.layers["CT abdomen reference labels"], [65])
+    qtbot.waitUntil(lambda: finetune.slices.value == [62, 65], timeout=3_000)
+    labels.undo()
+    qtbot.waitUntil(lambda: finetune.slices.value == [62], timeout=3_000)
+    # One corrected slice is not enough: one is held back to measure Dice.
+    assert finetune.train() is None and "at least 2" in finetune.status.value
+    # A new prediction of slice 62 replaces the edit: nothing is left to learn from.
+    segment.slice_mode.value = "current slice"
+    job = segment.run()
+    qtbot.waitUntil(lambda: not job.running, timeout=60_000)
+    qtbot.waitUntil(lambda: finetune.slices.value == [], timeout=3_000)
+
+
+def test_finetune_accept_rollback_save(make_napari_viewer, qtbot, tmp_path, bundled_ct_model, heartbeat):
+    viewer, segment, finetune = _segmented_viewer(make_napari_viewer, qtbot, bundled_ct_model, 98, 111)
+    corrected = [100, 102, 104, 106, 108, 110]  # the model's validation slab (not trained on)
+    _correct(viewer.layers["CT abdomen segmentation"], viewer.layers["CT abdomen reference labels"], corrected)
+    qtbot.waitUntil(lambda: finetune.slices.value == corrected, timeout=3_000)
+    parent_key = segment.store.current
+    parent_weights = {k: v.clone() for k, v in segment.store.load(parent_key)[0].state_dict().items()}
+    finetune.time_budget.value = 8.0
+    finetune.mode.value = "decoder"
+    with heartbeat() as beat:
+        job = finetune.train()
+        qtbot.waitUntil(lambda: not job.running, timeout=120_000)
+    print(f"fine-tune: {finetune.status.value}; heartbeat longest gap {beat.max_gap * 1000:.0f} ms")
+    assert beat.max_gap < 0.5
+    result = finetune.result
+    assert result is not None and len(finetune.loss_curve.values) == len(result.losses) >= 1
+    assert result.accepted, result.message
+    assert result.dice_after > result.dice_before
+    assert f"{result.dice_before:.3f} → {result.dice_after:.3f}" in finetune.dice.value
+
+    # Accept: the new version becomes the Segment widget's model.
+    new_key = finetune.accept()
+    assert segment.store.current == new_key and segment.model.value == new_key
+    new_model, new_card = segment.store.load(new_key)
+    assert new_card.version == 2 and new_card.parent == "ct-abdomen-8@1"
+    assert any(not torch.equal(new_model.state_dict()[k], v) for k, v in parent_weights.items())
+
+    # Save writes the version folder; it loads back to the same weights.
+    folder = finetune.save(tmp_path / "versions")
+    assert folder == tmp_path / "versions" / "ct-abdomen-8" / "v2"
+    assert read_card(folder).parent == "ct-abdomen-8@1"
+    saved, _ = load_model(folder)
+    for key, value in new_model.state_dict().items():
+        assert torch.equal(saved.state_dict()[key], value.cpu()), key
+
+    # Rollback: back to the parent, whose weights are exactly the bundled ones.
+    assert finetune.rollback() == parent_key
+    assert segment.model.value == parent_key
+    restored = segment.store.load(parent_key)[0].state_dict()
+    bundled = load_model(bundled_ct_model)[0].state_dict()
+    for key, value in parent_weights.items():
+        assert torch.equal(restored[key].cpu(), value.cpu()) and torch.equal(bundled[key], value.cpu()), key
+
+
+def test_finetune_cancel_keeps_the_model(make_napari_viewer, qtbot, tiny_ct_checkpoint, heartbeat):
+    viewer, segment, finetune = _segmented_viewer(make_napari_viewer, qtbot, str(tiny_ct_checkpoint), 80, 89)
+    _correct(viewer.layers["CT abdomen segmentation"], viewer.layers["CT abdomen reference labels"], [81, 83, 85])
+    qtbot.waitUntil(lambda: finetune.slices.value == [81, 83, 85], timeout=3_000)
+    before = len(segment.store.keys())
+    finetune.time_budget.value = 120.0
+    with heartbeat() as beat:
+        job = finetune.train()
+        qtbot.waitUntil(lambda: len(finetune.loss_curve.values) >= 2, timeout=60_000)
+        finetune.cancel_button.clicked.emit()
+        asked = time.perf_counter()
+        qtbot.waitUntil(lambda: not job.running, timeout=2_000)
+    print(f"fine-tune stopped {time.perf_counter() - asked:.2f} s after Cancel; heartbeat gap {beat.max_gap * 1000:.0f} ms")
+    assert beat.max_gap < 0.5
+    assert finetune.status.value.startswith("Cancelled") and finetune.result is None
+    assert not finetune.accept_button.enabled and finetune.accept() is None
+    assert len(segment.store.keys()) == before
