@@ -24,10 +24,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", required=True, metavar="NAME|PATH", help="bundled model name or checkpoint folder")
-    parser.add_argument("--images", nargs="+", required=True, metavar="PATH", help="image folder or files")
-    parser.add_argument("--labels", nargs="+", required=True, metavar="PATH", help="label folder or files")
+    parser.add_argument("--images", nargs="+", metavar="PATH", help="image folder or files")
+    parser.add_argument("--labels", nargs="+", metavar="PATH", help="label folder or files")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    from braunet.repro.cli import add_protocol_arguments
+
+    add_protocol_arguments(parser)  # --protocol official, --data transunet:PATH (braunet.repro)
     parser.set_defaults(run=run)
 
 
@@ -36,6 +39,14 @@ def _fmt(value: float | None, digits: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.protocol == "official":
+        from braunet.repro.cli import run_official_evaluation
+
+        return run_official_evaluation(args)
+    if args.data or not (args.images and args.labels):
+        from braunet.errors import InputError
+
+        raise InputError("give --images and --labels (--data transunet:PATH needs --protocol official)")
     from tqdm import tqdm
 
     from braunet.train.data import collect_pairs

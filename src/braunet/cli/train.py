@@ -26,9 +26,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "train", help="train a model on labelled images", description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--preset", required=True, help="architecture preset (braunet.model presets, e.g. cpu-ct)")
-    parser.add_argument("--images", nargs="+", required=True, metavar="PATH", help="image folder or files")
-    parser.add_argument("--labels", nargs="+", required=True, metavar="PATH", help="label folder or files")
+    # --preset, --images and --labels are required unless --recipe is given (checked in run)
+    parser.add_argument("--preset", help="architecture preset (braunet.model presets, e.g. cpu-ct)")
+    parser.add_argument("--images", nargs="+", metavar="PATH", help="image folder or files")
+    parser.add_argument("--labels", nargs="+", metavar="PATH", help="label folder or files")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output model folder")
     parser.add_argument("--val-images", nargs="+", metavar="PATH", help="validation images (default: split)")
     parser.add_argument("--val-labels", nargs="+", metavar="PATH", help="validation labels")
@@ -47,6 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--json", action="store_true", help="print a JSON summary at the end")
+    from braunet.repro.cli import add_recipe_arguments
+
+    add_recipe_arguments(parser)  # --recipe: the paper's training protocols (braunet.repro)
     parser.set_defaults(run=run)
 
 
@@ -68,6 +72,14 @@ def _class_names(text: str | None, num_classes: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.recipe:
+        from braunet.repro.cli import run_recipe_command
+
+        return run_recipe_command(args)
+    if not (args.preset and args.images and args.labels):
+        from braunet.errors import InputError
+
+        raise InputError("give --preset, --images and --labels (or --recipe NAME)")
     import torch
     from tqdm import tqdm
 
