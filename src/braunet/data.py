@@ -106,7 +106,10 @@ _ISIC = (
     "https://raw.githubusercontent.com/gangchen53/unet_pytorch/987dc2bd8179c99481fd4332e8355ea33b77e464/"
     "results/U-Net/cross_entropy_loss/visualization/testset"
 )
-_CVC = "https://raw.githubusercontent.com/binhnam2907/Polyp-segmentation/8c27d81e64009afc418366700134b073e8776191/dataset"
+_CVC = (
+    "https://raw.githubusercontent.com/binhnam2907/Polyp-segmentation/8c27d81e64009afc418366700134b073e8776191/"
+    "dataset"
+)
 
 SAMPLES: dict[str, Sample] = {
     "ct_abdomen": Sample(

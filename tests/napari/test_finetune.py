@@ -114,7 +114,8 @@ def test_finetune_cancel_keeps_the_model(make_napari_viewer, qtbot, tiny_ct_chec
         finetune.cancel_button.clicked.emit()
         asked = time.perf_counter()
         qtbot.waitUntil(lambda: not job.running, timeout=2_000)
-    print(f"fine-tune stopped {time.perf_counter() - asked:.2f} s after Cancel; heartbeat gap {beat.max_gap * 1000:.0f} ms")
+    stopped = time.perf_counter() - asked
+    print(f"fine-tune stopped {stopped:.2f} s after Cancel; heartbeat gap {beat.max_gap * 1000:.0f} ms")
     assert beat.max_gap < 0.5
     assert finetune.status.value.startswith("Cancelled") and finetune.result is None
     assert not finetune.accept_button.enabled and finetune.accept() is None

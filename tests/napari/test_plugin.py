@@ -24,7 +24,8 @@ def test_manifest_is_discovered():
     assert {w.display_name for w in contributions.widgets} == {"Segment", "Routing explorer", "Fine-tune"}
     assert {s.key for s in contributions.sample_data} == {"ct_abdomen", "dermoscopy", "colonoscopy"}
     assert "*.nii.gz" in contributions.readers[0].filename_patterns and contributions.readers[0].accepts_directories
-    assert contributions.writers[0].layer_types == ["labels"] and ".nii.gz" in contributions.writers[0].filename_extensions
+    writer = contributions.writers[0]
+    assert writer.layer_types == ["labels"] and ".nii.gz" in writer.filename_extensions
     colonoscopy = next(s for s in contributions.sample_data if s.key == "colonoscopy")
     assert "non-commercial" in colonoscopy.display_name
 

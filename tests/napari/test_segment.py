@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import pytest
 
 from braunet.infer import predict
 from braunet.io import Volume

@@ -83,9 +83,9 @@ class FinetuneWidget(Container):
         self.slices = Select(label="edited slices", choices=lambda _w: self._slice_choices(), allow_multiple=True)
         self.time_budget = FloatSpinBox(label="time budget (s)", min=2.0, max=3600.0, step=5.0, value=30.0)
         self.mode = ComboBox(label="mode", choices=list(MODES), value="decoder",
-                             tooltip="decoder: encoder frozen (safest with few slices); full: train everything")  # fmt: skip
+                             tooltip="decoder: encoder frozen (safest with few slices); full: everything")
         self.holdback = FloatSpinBox(label="hold back", min=0.1, max=0.9, step=0.05, value=0.25,
-                                     tooltip="share of the edited slices kept out of training to measure Dice")  # fmt: skip
+                                     tooltip="share of the edited slices kept out of training to measure Dice")
         self.device = ComboBox(label="device", choices=list(DEVICE_CHOICES), value="auto")
         self.train_button = PushButton(text="Train")
         self.cancel_button = PushButton(text="Cancel", enabled=False)

@@ -86,8 +86,14 @@ class LayerGeometry:
         return (k, j, i)
 
     def layer_kwargs(self) -> dict[str, Any]:
-        """``scale``, ``translate`` and ``metadata`` for any layer on this grid (image, labels, heatmap)."""
-        return {"scale": self.scale, "translate": self.translate, "metadata": {METADATA_KEY: self}}
+        """``scale``, ``translate``, ``axis_labels`` and ``metadata`` for any layer on this grid."""
+        return {"scale": self.scale, "translate": self.translate, "axis_labels": self.axis_labels,
+                "metadata": {METADATA_KEY: self}}  # fmt: skip
+
+    @property
+    def axis_labels(self) -> tuple[str, ...]:
+        """Where each world axis points: LPS patient axes (z up = Superior) for volumes, rows/columns for images."""
+        return ("y", "x") if self.is_2d else ("S", "P", "L")
 
     def data_to_world(self, index: np.ndarray) -> np.ndarray:
         """Layer array coordinates (..., ndim) -> napari world coordinates (same shape)."""

@@ -103,6 +103,7 @@ def labels_layer(
         "name": name,
         "scale": geometry.scale,
         "translate": geometry.translate,
+        "axis_labels": geometry.axis_labels,
         "metadata": {METADATA_KEY: geometry, CLASS_NAMES_KEY: list(class_names)},
         "colormap": label_colormap(class_names, class_colors),
         "features": label_features(class_names),

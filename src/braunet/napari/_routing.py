@@ -261,7 +261,7 @@ class RoutingWidget(Container):
                 rectangles, shape_type="rectangle", name=SHAPES_NAME, edge_color=edge, face_color=face,
                 edge_width=[1.5] + [1.0] * (n - 1), features={"label": labels},
                 text={"string": "{label}", "color": "white", "size": 10, "anchor": "upper_left"},
-                scale=layer.scale, translate=layer.translate,
+                scale=layer.scale, translate=layer.translate, axis_labels=layer.axis_labels,
             )  # fmt: skip
         else:
             shapes.scale, shapes.translate = layer.scale, layer.translate
@@ -286,6 +286,7 @@ class RoutingWidget(Container):
                 self.viewer.layers.remove(existing)
             self.viewer.add_image(heat, name=HEATMAP_NAME, colormap="inferno", opacity=0.45, blending="additive",
                                   contrast_limits=limits, scale=scale, translate=translate,
+                                  axis_labels=layer.axis_labels,
                                   metadata={OVERLAY_KEY: True})  # fmt: skip
             if SHAPES_NAME in self.viewer.layers:  # keep the rectangles above the heatmap
                 shapes = self.viewer.layers[SHAPES_NAME]

@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, RadioButtons, SpinBox
+from magicgui.widgets import (
+    CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, RadioButtons, SpinBox,
+)  # fmt: skip
 
 from braunet.napari._geometry import METADATA_KEY, layer_from_source, layer_volume
 from braunet.napari._jobs import Job
@@ -73,11 +75,13 @@ class SegmentWidget(Container):
             self.store.add_source(name)
         self.image = layer_combo(napari_viewer, Image, "image")
         self.model = ComboBox(label="model", choices=lambda _w: self.store.keys() or [""])
-        self.checkpoint = FileEdit(label="add model folder", mode="d", tooltip="a checkpoint folder: ours or a converted official one")
+        self.checkpoint = FileEdit(label="add model folder", mode="d",
+                                   tooltip="a checkpoint folder: ours or a converted official one")
         self.device = ComboBox(label="device", choices=list(DEVICE_CHOICES), value="auto")
         self.window = ComboBox(label="CT window", choices=["(keep)", *list_windows()], value="(keep)",
-                               tooltip="display contrast of the image layer (the model uses its own HU range)")  # fmt: skip
-        self.slice_mode = RadioButtons(label="slices", choices=SLICE_MODES, value="all slices", orientation="horizontal")
+                               tooltip="display contrast of the image (the model uses its own HU range)")
+        self.slice_mode = RadioButtons(label="slices", choices=SLICE_MODES, value="all slices",
+                                       orientation="horizontal")
         self.first = SpinBox(label="from slice", min=0, max=100_000, value=0)
         self.last = SpinBox(label="to slice", min=0, max=100_000, value=0)
         self.batch_size = SpinBox(label="batch size", min=1, max=256, value=8)
@@ -88,8 +92,8 @@ class SegmentWidget(Container):
         self.status = Label(value="")
         super().__init__(widgets=[
             self.image, self.model, self.checkpoint, self.device, self.window, self.slice_mode, self.first, self.last,
-            self.batch_size, self.confidence, Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
-                                                        labels=False),
+            self.batch_size, self.confidence,
+            Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
             self.progress, self.status,
         ])  # fmt: skip
         self.job: Job | None = None
@@ -264,4 +268,5 @@ class SegmentWidget(Container):
             return
         self.viewer.add_image(conf, name=name, colormap="magma", contrast_limits=(0.0, 1.0), opacity=0.5,
                               blending="additive", scale=geometry.scale, translate=geometry.translate,
+                              axis_labels=geometry.axis_labels,
                               metadata={METADATA_KEY: geometry, OVERLAY_KEY: True})  # fmt: skip
