@@ -124,7 +124,10 @@ class RoutingWidget(Container):
 
     # -- events --------------------------------------------------------------------------------
     def _on_mouse(self, viewer: Any, event: Any) -> None:
-        if event.type == "mouse_press" and self.inspect.value and self.image.value is not None:
+        """A click inspects the point, unless the active layer is being edited (painting, drawing...)."""
+        active = viewer.layers.selection.active
+        editing = getattr(active, "mode", "pan_zoom") not in ("pan_zoom", "transform")
+        if event.type == "mouse_press" and self.inspect.value and self.image.value is not None and not editing:
             self.inspect_world(event.position)
 
     def _on_step(self, event: Any = None) -> None:
@@ -257,18 +260,18 @@ class RoutingWidget(Container):
             self.viewer.layers.remove(shapes)
             shapes = None
         if shapes is None:
+            active = self.viewer.layers.selection.active
             self.viewer.add_shapes(
                 rectangles, shape_type="rectangle", name=SHAPES_NAME, edge_color=edge, face_color=face,
                 edge_width=[1.5] + [1.0] * (n - 1), features={"label": labels},
                 text={"string": "{label}", "color": "white", "size": 10, "anchor": "upper_left"},
                 scale=layer.scale, translate=layer.translate, axis_labels=layer.axis_labels,
             )  # fmt: skip
+            self.viewer.layers.selection.active = active  # adding a layer selects it; keep the user's choice
         else:
             shapes.scale, shapes.translate = layer.scale, layer.translate
             shapes.data = rectangles
             shapes.edge_color, shapes.face_color = edge, face
-        if self.image.value is not None:
-            self.viewer.layers.selection.active = self.image.value
 
     def _draw_heatmap(self, layer: Any, k: int, three_d: bool, frame: SliceFrame, indices: np.ndarray) -> None:
         share = routing_frequency(indices, frame.n_win)
@@ -284,6 +287,7 @@ class RoutingWidget(Container):
         else:
             if existing is not None:
                 self.viewer.layers.remove(existing)
+            active = self.viewer.layers.selection.active
             self.viewer.add_image(heat, name=HEATMAP_NAME, colormap="inferno", opacity=0.45, blending="additive",
                                   contrast_limits=limits, scale=scale, translate=translate,
                                   axis_labels=layer.axis_labels,
@@ -291,3 +295,4 @@ class RoutingWidget(Container):
             if SHAPES_NAME in self.viewer.layers:  # keep the rectangles above the heatmap
                 shapes = self.viewer.layers[SHAPES_NAME]
                 self.viewer.layers.move(self.viewer.layers.index(shapes), len(self.viewer.layers))
+            self.viewer.layers.selection.active = active

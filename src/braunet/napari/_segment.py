@@ -182,7 +182,11 @@ class SegmentWidget(Container):
             return None
         if self.job is not None and self.job.running:
             return self.job
-        geometry = layer_geometry(layer)
+        try:
+            geometry = layer_geometry(layer)
+        except ValueError as error:  # e.g. a 4-D or multichannel layer
+            self.status.value = f"{layer.name}: {error}"
+            return None
         data = layer.data
         slices = self.slices_to_run()
         device, batch_size, confidence = self.device.value, int(self.batch_size.value), bool(self.confidence.value)
