@@ -38,9 +38,22 @@ def official_ct_slice(hu: np.ndarray, size: int) -> np.ndarray:
 @pytest.mark.parametrize("size", [224, 128, 64])
 def test_ct_recipe_equals_official_zoom_on_real_ct(ct, size):
     raw = to_view(ct, [0, 13, 29], "radiological")
+    before = raw.copy()
     x = preprocess_slices(raw, SYNAPSE_CT, size)
+    assert np.array_equal(raw, before)  # the caller's slices are not modified in place
     assert x.shape == (3, 1, size, size) and x.dtype == torch.float32
     expected = np.stack([official_ct_slice(s, size) for s in raw])
+    np.testing.assert_allclose(x[:, 0].numpy(), expected, atol=2e-6)
+
+
+def test_ct_recipe_equals_official_zoom_on_512_slices_including_scipys_zero_edge(data_dir):
+    """512 -> 224: scipy's zoom maps the last output row/column just past the input and returns 0
+    there (so -1 after normalisation); the official pipeline has that quirk and so do we."""
+    dicom = np.asarray(nib.load(data_dir / "dcmqi_ct" / "case03_ct.nii.gz").dataobj)  # (512, 512, 3)
+    raw = to_view(dicom, [0, 2], "radiological")
+    x = preprocess_slices(raw, SYNAPSE_CT, 224)
+    expected = np.stack([official_ct_slice(s, 224) for s in raw])
+    assert np.all(expected[:, -1, :] == -1) and np.all(expected[:, :, -1] == -1)
     np.testing.assert_allclose(x[:, 0].numpy(), expected, atol=2e-6)
 
 

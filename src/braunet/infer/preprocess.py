@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from braunet.errors import CheckpointError, InputError
-from braunet.infer.resize import RESIZES, resize_images, resize_nearest
+from braunet.infer.resize import RESIZES, resize_images, resize_nearest, resized_ones
 from braunet.infer.views import VIEWS
 from braunet.infer.windows import get_window
 
@@ -139,21 +139,35 @@ def preprocess_slices(
     x = torch.as_tensor(slices)
     if device is not None:
         x = x.to(device, non_blocking=True)  # reason: copy the compact raw dtype, convert on the device
-    x = x.to(torch.float32)
     if recipe.kind == "ct":
         if x.ndim != 3:
             raise InputError(f"CT preprocessing expects slices (B, H, W), got shape {tuple(x.shape)}")
-        x = ((x.clamp(recipe.low, recipe.high) - recipe.low) / (recipe.high - recipe.low)).unsqueeze(1)
+        x = x.unsqueeze(1)
     else:
         if x.ndim == 3:
             x = x.unsqueeze(-1).expand(*x.shape, 3)
         if x.ndim != 4 or x.shape[-1] != 3:
             raise InputError(f"RGB preprocessing expects slices (B, H, W, 3), got shape {tuple(x.shape)}")
-        x = x.permute(0, 3, 1, 2) / 255.0
-    x = resize_images(x, img_size, recipe.resize)
+        x = x.permute(0, 3, 1, 2)
+    # reason: a fresh float32 tensor, so the in-place steps below never touch the caller's array
+    x = x.to(torch.float32, copy=True)
+    # The recipe is "intensity map, resize, normalise"; both maps are affine and the resize is linear,
+    # so all the arithmetic happens once on the (small) resized image:
+    #   ((resize((clip(x) - low) / span) - mean) / std = resize(clip(x)) * scale + bias,
+    # with bias = -low * scale * resize(ones) - mean / std (resize(ones) is 1 except where the
+    # official spline zoom leaves an edge row at 0; see braunet.infer.resize.resized_ones).
+    span = recipe.high - recipe.low
     mean = torch.tensor(recipe.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     std = torch.tensor(recipe.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    return ((x - mean) / std).contiguous()
+    scale = 1.0 / (span * std)
+    if recipe.kind == "ct":
+        x.clamp_(recipe.low, recipe.high)
+        ones = resized_ones(tuple(x.shape[-2:]), img_size, recipe.resize, x.device)
+        bias = -recipe.low * scale * ones - mean / std
+    else:
+        bias = -mean / std
+    x = resize_images(x, img_size, recipe.resize)
+    return x.mul_(scale).add_(bias).contiguous()
 
 
 def resize_labels(labels: np.ndarray, shape: tuple[int, int], spec: Mapping[str, Any] | Recipe) -> np.ndarray:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
-__all__ = ["RESIZES", "nearest_indices", "resize_images", "resize_nearest", "spline_matrix"]
+__all__ = ["RESIZES", "nearest_indices", "resize_images", "resize_nearest", "resized_ones", "spline_matrix"]
 
 RESIZES = ("spline3", "bilinear")
 
@@ -58,6 +58,21 @@ def resize_images(x: Tensor, size: int, method: str) -> Tensor:
     if method == "bilinear":
         return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
     raise ValueError(f"unknown resize {method!r}; known: {', '.join(RESIZES)}")
+
+
+@functools.lru_cache(maxsize=32)
+def resized_ones(shape: tuple[int, int], size: int, method: str, device: torch.device) -> Tensor:
+    """``resize_images`` of an all-ones (H, W) image: (size, size) float32.
+
+    All ones for bilinear and for no resize. For ``spline3`` it is the outer product of the
+    matrices' row sums: 1, except that scipy's zoom returns 0 for an output sample whose source
+    coordinate rounds past the last pixel (e.g. the last row and column of 512 -> 224), which the
+    official pipeline inherits and so do we.
+    """
+    height, width = shape
+    if method != "spline3" or (height, width) == (size, size):
+        return torch.ones(size, size, device=device)
+    return torch.outer(_spline_tensor(height, size, device).sum(1), _spline_tensor(width, size, device).sum(1))
 
 
 @functools.lru_cache(maxsize=64)
