@@ -149,3 +149,24 @@ def test_gui_stays_responsive_during_inference(make_napari_viewer, qtbot, cpu_ct
     assert "CT abdomen segmentation" in viewer.layers
     print(f"heartbeat: {len(beat.ticks)} ticks, longest gap {beat.max_gap * 1000:.0f} ms")
     assert beat.max_gap < 0.5
+
+
+def test_model_follows_the_kind_of_image(make_napari_viewer):
+    from braunet import zoo
+
+    if not {"ct-abdomen-8", "polyp", "skin-lesion"} <= set(zoo.list_models()):
+        import pytest
+
+        pytest.skip("the bundled models are not installed")
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "ct_abdomen")
+    widget = _segment_widget(viewer)
+    assert widget.model.value == "ct-abdomen-8"
+    viewer.open_sample(PLUGIN, "dermoscopy")
+    widget.image.value = viewer.layers["ISIC_0000198"]
+    assert widget.model.value == "skin-lesion"  # a CT model cannot segment a photograph
+    viewer.open_sample(PLUGIN, "colonoscopy")
+    widget.image.value = viewer.layers["CVC-ClinicDB 139"]
+    assert widget.model.value == "skin-lesion"  # an RGB model stays the user's choice
+    widget.image.value = viewer.layers["CT abdomen"]
+    assert widget.model.value == "ct-abdomen-8"

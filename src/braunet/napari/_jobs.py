@@ -64,6 +64,7 @@ class Job(QObject):
         self._total = total
         self.worker = create_worker(self._run, _start_thread=False)
         self.worker.returned.connect(self._on_returned)
+        self.worker.errored.connect(self._on_errored)
         self.worker.finished.connect(self._on_finished)
         self.progressed.connect(self._on_progress)
 
@@ -125,6 +126,11 @@ class Job(QObject):
             self.failed.emit(result.message)
         else:
             self.done.emit(result)
+
+    def _on_errored(self, error: Exception) -> None:
+        """A bug, not bad input: napari shows the traceback; the widget gets one line."""
+        self.running = False
+        self.failed.emit(f"{type(error).__name__}: {error}")
 
     def _on_finished(self) -> None:
         self.running = False

@@ -28,6 +28,8 @@ PREDICTION_KEY = "braunet_prediction"  # labels metadata: the last prediction (l
 SOURCE_KEY = "braunet_prediction_of"
 _MAX_UNDOABLE_VOXELS = 32_000_000  # beyond this many changed voxels the undo history would cost GBs
 SLICE_MODES = ("current slice", "all slices", "slice range")
+# The bundled model to switch to when the chosen model cannot segment the chosen image.
+_PREFERRED = {"ct_abdomen": "ct-abdomen-8", "colonoscopy": "polyp", "dermoscopy": "skin-lesion"}
 
 
 def write_labels_undoably(layer: Any, new: np.ndarray, slices: list[int] | None) -> int:
@@ -140,6 +142,7 @@ class SegmentWidget(Container):
         if layer is None:
             return
         three_d = not getattr(layer, "rgb", False) and layer.ndim >= 3
+        self._match_model(layer, "ct" if three_d else "rgb")
         self.window.enabled = three_d
         self.slice_mode.enabled = three_d
         if three_d:
@@ -147,6 +150,19 @@ class SegmentWidget(Container):
             self.first.max = self.last.max = depth - 1
             self.last.value = depth - 1
         self._update_range_enabled()
+
+    def _match_model(self, layer: Any, kind: str) -> None:
+        """If the current model segments the other kind of image, pick a bundled one that fits."""
+        from braunet.zoo import DEFAULT_MODELS
+
+        current = self.store.current
+        if current is None or self.store.kind(current) in (kind, None):
+            return
+        sample = (layer.metadata.get("braunet_sample") or {}).get("key")
+        for name in (_PREFERRED.get(sample), DEFAULT_MODELS["volume" if kind == "ct" else "image"]):
+            if name in self.store.keys() and self.store.kind(name) == kind:
+                self.store.select(name)
+                return
 
     def _update_range_enabled(self, value: Any = None) -> None:
         ranged = self.slice_mode.enabled and self.slice_mode.value == "slice range"

@@ -115,6 +115,18 @@ class ModelStore:
         self.select(entry.parent.key)
         return entry.parent.key
 
+    def kind(self, key: str) -> str | None:
+        """``"ct"`` or ``"rgb"``: what the model segments (from its card; weights are not loaded)."""
+        from braunet.errors import CheckpointError
+        from braunet.zoo import model_card
+
+        entry = self._entries[key]
+        try:
+            card = entry.card if entry.card is not None else model_card(entry.source)
+        except CheckpointError:
+            return None
+        return card.preprocessing.get("kind")
+
     # -- weights -------------------------------------------------------------------------------
     def load(self, key: str, device: str | None = None) -> tuple[Any, Any]:
         """(model, card) of ``key``; loads the weights on first use (any thread).
