@@ -118,7 +118,12 @@ def test_official_split_keeps_groups_apart() -> None:
 def test_missformer_and_isic_augmentations_are_label_safe(shared_data: Path) -> None:
     import tifffile
 
-    from braunet.repro.augment import albumentations_isic_augment, coarse_dropout, missformer_augment
+    from braunet.repro.augment import (
+        albumentations_isic_augment,
+        coarse_dropout,
+        missformer_augment,
+        transunet_augment,
+    )
 
     image = tifffile.imread(shared_data / "cvc_clinicdb" / "images" / "1.tif").astype(np.float32) / 255
     mask = (tifffile.imread(shared_data / "cvc_clinicdb" / "masks" / "1.tif") > 127).astype(np.int64)
@@ -127,6 +132,9 @@ def test_missformer_and_isic_augmentations_are_label_safe(shared_data: Path) -> 
     for _ in range(8):
         out, lab = missformer_augment(image[..., 0], mask * 7, rng)
         assert out.shape == image.shape[:2] and set(np.unique(lab)) <= {0, 7}
+        out, lab = transunet_augment(image[..., 0], mask * 7, rng)  # rot90 may swap H and W
+        assert sorted(out.shape) == sorted(image.shape[:2]) and lab.shape == out.shape
+        assert set(np.unique(lab)) <= {0, 7}
         out, lab = albumentations_isic_augment(image, mask, rng, params, fill=-1.0)
         assert out.shape == image.shape and set(np.unique(lab)) <= {0, 1}
     dropped = coarse_dropout(np.ones((64, 64, 3)), np.random.default_rng(1), fill=(-2.0, -3.0, -4.0))

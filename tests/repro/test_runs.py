@@ -49,7 +49,8 @@ def test_synapse_recipe_on_a_transunet_folder(tmp_path: Path, transunet_root: Pa
 def test_synapse_recipe_cancel_and_resume(tmp_path: Path, transunet_root: Path) -> None:
     from braunet.model import BRAUNet
 
-    recipe = load_recipe("synapse-nosccsa").with_overrides({**TOY, "evaluation.every_epochs": 1})
+    recipe = load_recipe("synapse-nosccsa").with_overrides(
+        {**TOY, "evaluation.every_epochs": 1, "augmentation.name": "transunet"})
     assert not recipe.model_config().use_sccsa
     donor = BRAUNet(recipe.model_config()).state_dict()  # stands in for an ImageNet encoder checkpoint
     calls = {"n": 0}

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from braunet.train.augment import random_affine, random_flip
+from braunet.train.augment import random_affine, random_flip, random_rot90_flip, random_rotate
 
 __all__ = [
     "MISSFORMER_TRANSFORMS",
@@ -32,6 +32,7 @@ __all__ = [
     "coarse_dropout",
     "missformer_augment",
     "piecewise_affine",
+    "transunet_augment",
 ]
 
 Pair = tuple[np.ndarray, np.ndarray]
@@ -187,6 +188,21 @@ def missformer_augment(image: np.ndarray, label: np.ndarray, rng: np.random.Gene
     count = int(rng.integers(0, 5))
     for k in rng.permutation(len(MISSFORMER_TRANSFORMS))[:count]:
         image, label = MISSFORMER_TRANSFORMS[int(k)](image, label, rng)
+    return np.ascontiguousarray(image), np.ascontiguousarray(label)
+
+
+def transunet_augment(image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> Pair:
+    """TransUNet's ``RandomGenerator`` (the paper's description) without its final zoom.
+
+    With probability 0.5 a rot90 + flip, otherwise with probability 0.5 a rotation by an integer
+    angle in [-20, 20) (order 0 for image and label), with the same draws as
+    :func:`braunet.train.augment.official_synapse_augment`; the zoom to the network size is left to
+    the dataset, so non-square slices turned by 90 degrees are not squeezed back to their old shape.
+    """
+    if rng.random() > 0.5:
+        return random_rot90_flip(image, label, rng)
+    if rng.random() > 0.5:
+        return random_rotate(image, label, rng)
     return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 

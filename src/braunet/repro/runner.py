@@ -156,15 +156,14 @@ class _SynapseTask:
                             "test_volumes": list(self.folder.test_names)}
 
     def dataset(self, img_size: int, seed: int):
-        from braunet.repro.augment import missformer_augment
+        from braunet.repro.augment import missformer_augment, transunet_augment
         from braunet.repro.transunet import TransUNetSlices
-        from braunet.train.augment import official_synapse_augment
 
         name = self.recipe["augmentation.name"]
-        augment = {"missformer": missformer_augment, "none": None,
-                   "transunet": lambda im, lab, rng: official_synapse_augment(im, lab, rng, out_size=lab.shape)}.get(name)
-        if name not in ("missformer", "none", "transunet"):
+        choices = {"missformer": missformer_augment, "transunet": transunet_augment, "none": None}
+        if name not in choices:
             raise InputError(f"{self.recipe.source}: augmentation {name!r} does not apply to CT slices")
+        augment = choices[name]
         return _Pairs(TransUNetSlices(self.folder, img_size, augment, seed=seed))
 
     def due(self, epoch: int, epochs: int) -> bool:
