@@ -75,3 +75,22 @@ def test_recipe_under_torchrun_two_processes(tmp_path: Path, transunet_root: Pat
     assert summary["world_size"] == 2 and summary["steps"] == 4  # 6 slices -> 3 per rank -> 2 steps x 2 epochs
     card = json.loads((out / "card.json").read_text())
     assert card["training"]["world_size"] == 2 and "official_test" in card["metrics"]
+
+
+def test_isic_recipe_and_official_binary_evaluation_from_the_command_line(tmp_path: Path, shared_data: Path,
+                                                                            capsys) -> None:
+    folder = shared_data / "isic2016_crops"
+    ids = ["ISIC_0000012", "ISIC_0000014", "ISIC_0000015", "ISIC_0000022", "ISIC_0000023", "ISIC_0000036",
+           "ISIC_0000037", "ISIC_0000043"]
+    images = [str(folder / "images" / f"{i}.jpg") for i in ids]
+    masks = [str(folder / "masks" / f"{i}.png") for i in ids]
+    out = tmp_path / "isic"
+    assert main(["train", "--recipe", "isic", "--images", *images, "--labels", *masks, "--out", str(out), "--json",
+                 "--set", "epochs=1", "batch_size=2", "model.preset=tiny", "model.overrides.img_size=64",
+                 'split={"test_fraction": 0.25, "seed": 42, "folds": 2, "val_fold": 0}']) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(summary["test"]) == {"mean_dice", "mean_iou"}
+    assert main(["evaluate", "--protocol", "official", "--model", str(out), "--images", *images[:3],
+                 "--labels", *masks[:3], "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["protocol"] == "official-binary" and report["n"] == 3 and report["ours"]["n"] == 3
