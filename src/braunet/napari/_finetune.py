@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, Select
+from magicgui.widgets import (
+    ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, Select, SpinBox,
+)  # fmt: skip
 from qtpy.QtCore import QTimer
 
 from braunet.napari._jobs import Job
@@ -82,6 +84,8 @@ class FinetuneWidget(Container):
         self.model_info = Label(label="model", value="")
         self.slices = Select(label="edited slices", choices=lambda _w: self._slice_choices(), allow_multiple=True)
         self.time_budget = FloatSpinBox(label="time budget (s)", min=2.0, max=3600.0, step=5.0, value=30.0)
+        self.max_steps = SpinBox(label="max steps", min=0, max=1_000_000, value=0,
+                                 tooltip="0: train until the time budget; N: also stop after N steps (reproducible)")
         self.mode = ComboBox(label="mode", choices=list(MODES), value="decoder",
                              tooltip="decoder: encoder frozen (safest with few slices); full: everything")
         self.holdback = FloatSpinBox(label="hold back", min=0.1, max=0.9, step=0.05, value=0.25,
@@ -98,7 +102,8 @@ class FinetuneWidget(Container):
         self.status = Label(value="")
         row = lambda *ws: Container(widgets=list(ws), layout="horizontal", labels=False)  # noqa: E731
         super().__init__(widgets=[
-            self.image, self.corrected, self.model_info, self.slices, self.time_budget, self.mode, self.holdback,
+            self.image, self.corrected, self.model_info, self.slices, self.time_budget, self.max_steps, self.mode,
+            self.holdback,
             self.device, row(self.train_button, self.cancel_button), self.progress, self.dice,
             row(self.accept_button, self.rollback_button, self.save_button), self.versions_root, self.status,
         ])  # fmt: skip
@@ -206,11 +211,12 @@ class FinetuneWidget(Container):
             return None
         store, device = self.store, self.device.value
         mode, budget, holdback = self.mode.value, float(self.time_budget.value), float(self.holdback.value)
+        max_steps = int(self.max_steps.value) or None
 
         def work(progress, should_stop):
             model, card = store.copy_model(key, device)
             return finetune(model, card, images, masks, mode=mode, time_budget_s=budget, holdback=holdback,
-                            progress=progress, should_stop=should_stop)  # fmt: skip
+                            max_steps=max_steps, progress=progress, should_stop=should_stop)  # fmt: skip
 
         job = Job(work, f"Fine-tuning {key}", total=int(budget), parent=self.native)
         job.progressed.connect(self._on_progress)
