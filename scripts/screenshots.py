@@ -101,12 +101,13 @@ def ct_screens(out: Path) -> None:
     # Routing explorer: a click in the liver on the same slice, an encoder block.
     segment_dock.setVisible(False)
     _, routing = viewer.window.add_plugin_dock_widget("napari-braunet", "Routing explorer")
-    viewer.layers["CT abdomen segmentation"].opacity = 0.25
+    viewer.layers["CT abdomen segmentation"].visible = False
     routing.block.value = list(routing.block.choices)[2]
     liver = np.argwhere(reference.data[95] == 5)
     point = liver[len(liver) // 2]
     routing.inspect_world(image.data_to_world((95, *point)))
     wait(lambda: "query" in routing.last)
+    viewer.reset_view()
     shoot(viewer, out / "napari_routing_ct.png")
     viewer.close()
 

@@ -75,6 +75,13 @@ def test_click_shows_what_record_routing_predicts(make_napari_viewer, qtbot, cpu
         centre = rect[:, 1:].mean(axis=0)
         frame_windows.append(widget._frames[(id(image), widget.model.value, 95)].window_at(centre))
     assert frame_windows == [window, *routed]
+    texts = list(shapes.features["label"])
+    ranks = [str(rank) for rank in range(1, len(routed) + 1)]
+    if window in routed:  # the query window routes to itself: labelled once, "Q = rank"
+        rank = routed.index(window) + 1
+        assert texts[0] == f"Q = {rank}" and texts[rank] == ""
+    else:
+        assert texts == ["Q", *ranks]
     query_rect = shapes.data[0][:, 1:]
     assert query_rect[:, 0].min() <= 61.2 <= query_rect[:, 0].max()  # the clicked point is inside its window
     assert query_rect[:, 1].min() <= 20.7 <= query_rect[:, 1].max()

@@ -244,17 +244,20 @@ class RoutingWidget(Container):
         rectangles = [frame.window_rectangle(q)] + [frame.window_rectangle(p) for p in routed]
         if three_d:
             rectangles = [np.column_stack([np.full(4, float(k)), rect]) for rect in rectangles]
-        self._draw_shapes(layer, rectangles)
+        labels = ["Q"] + [str(rank) for rank in range(1, len(routed) + 1)]
+        if q in routed:  # a window often routes to itself: one label, not two on top of each other
+            rank = routed.index(q) + 1
+            labels[0], labels[rank] = f"Q = {rank}", ""
+        self._draw_shapes(layer, rectangles, labels)
         self.last = {"slice": k, "block": block, "query": q, "routed": routed, "n_win": frame.n_win}
         row, col = divmod(q, frame.n_win)
         self.info.value = (f"slice {k}: query window ({row}, {col}) routes to "
                            + ", ".join(f"({p // frame.n_win}, {p % frame.n_win})" for p in routed))  # fmt: skip
 
-    def _draw_shapes(self, layer: Any, rectangles: list[np.ndarray]) -> None:
+    def _draw_shapes(self, layer: Any, rectangles: list[np.ndarray], labels: list[str]) -> None:
         n = len(rectangles)
         edge = [_QUERY_COLOR] + [_ROUTED_COLOR] * (n - 1)
         face = [[0, 0, 0, 0]] + [[0.0, 0.9, 1.0, 0.12]] * (n - 1)
-        labels = ["Q"] + [str(i) for i in range(1, n)]
         shapes = self.viewer.layers[SHAPES_NAME] if SHAPES_NAME in self.viewer.layers else None
         if shapes is not None and (len(shapes.data) != n or shapes.ndim != rectangles[0].shape[1]):
             self.viewer.layers.remove(shapes)
@@ -272,6 +275,8 @@ class RoutingWidget(Container):
             shapes.scale, shapes.translate = layer.scale, layer.translate
             shapes.data = rectangles
             shapes.edge_color, shapes.face_color = edge, face
+            shapes.features = {"label": labels}
+            shapes.refresh_text()
 
     def _draw_heatmap(self, layer: Any, k: int, three_d: bool, frame: SliceFrame, indices: np.ndarray) -> None:
         share = routing_frequency(indices, frame.n_win)
