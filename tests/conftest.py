@@ -22,3 +22,15 @@ def shared_data() -> Path:
     if not folder.is_dir():
         pytest.skip(f"shared data folder not found: {folder}")
     return folder
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Store each phase's report on the test item (``item.rep_setup``, ``rep_call``...).
+
+    reason: napari's ``make_napari_viewer`` fixture reads ``request.node.rep_call`` at teardown; a test
+    that skips itself after creating a viewer has no call report unless this hook records it.
+    """
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
