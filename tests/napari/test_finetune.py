@@ -47,6 +47,13 @@ def test_edited_slices_follow_paint_undo_and_new_predictions(make_napari_viewer,
     qtbot.waitUntil(lambda: finetune.slices.value == [62], timeout=3_000)
     _correct(labels, viewer.layers["CT abdomen reference labels"], [65])
     qtbot.waitUntil(lambda: finetune.slices.value == [62, 65], timeout=3_000)
+    finetune.slices.value = [65]  # the user leaves slice 62 out; a new edit is still picked up
+    _correct(labels, viewer.layers["CT abdomen reference labels"], [67])
+    qtbot.waitUntil(lambda: finetune.refresh_edits() == [62, 65, 67], timeout=3_000)
+    assert finetune.slices.value == [65, 67]
+    labels.undo()
+    qtbot.waitUntil(lambda: finetune.refresh_edits() == [62, 65], timeout=3_000)
+    finetune.slices.value = [62, 65]
     labels.undo()
     qtbot.waitUntil(lambda: finetune.slices.value == [62], timeout=3_000)
     # One corrected slice is not enough: one is held back to measure Dice.

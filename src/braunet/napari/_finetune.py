@@ -158,10 +158,12 @@ class FinetuneWidget(Container):
         self._edit_timer.start()
 
     def refresh_edits(self) -> list[int]:
-        """Recompute the edited-slice list (all of them selected); return it."""
+        """Recompute the edited-slice list and return it; new edits are selected, slices the user
+        deselected stay deselected."""
+        listed, selected = set(self.slices.choices), set(self.slices.value or [])
         self.slices.reset_choices()
         edited = [value for _, value in self._slice_choices()]
-        self.slices.value = edited
+        self.slices.value = [k for k in edited if k in selected or k not in listed]
         return edited
 
     # -- model store ---------------------------------------------------------------------------
