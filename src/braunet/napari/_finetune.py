@@ -28,7 +28,7 @@ from braunet.napari._loss_curve import LossCurve
 from braunet.napari._routing_map import SliceFrame
 from braunet.napari._segment import PREDICTION_KEY
 from braunet.napari._store import ModelStore
-from braunet.napari._widget_tools import connect_while_alive, layer_combo
+from braunet.napari._widget_tools import connect_while_alive, layer_combo, wrap_labels
 
 __all__ = ["DEFAULT_VERSIONS_ROOT", "FinetuneWidget", "edited_slices"]
 
@@ -108,7 +108,13 @@ class FinetuneWidget(Container):
             row(self.accept_button, self.rollback_button, self.save_button), self.versions_root, self.status,
         ])  # fmt: skip
         self.loss_curve = LossCurve(label="loss")
-        self.native.layout().insertWidget(self.native.layout().indexOf(self.progress.native) + 1, self.loss_curve)
+        row_of_progress = self.progress.native
+        while row_of_progress.parentWidget() is not None and row_of_progress.parentWidget() is not self.native:
+            row_of_progress = row_of_progress.parentWidget()  # magicgui wraps labelled widgets in a row
+        layout = self.native.layout()
+        layout.insertWidget(layout.indexOf(row_of_progress) + 1, self.loss_curve)
+        self.slices.native.setMaximumHeight(110)
+        wrap_labels(self.status, self.dice)
 
         self._edit_timer = QTimer(self.native)
         self._edit_timer.setSingleShot(True)

@@ -26,7 +26,7 @@ from qtpy.QtCore import QTimer
 from braunet.napari._jobs import Job
 from braunet.napari._routing_map import SliceFrame, routing_frequency
 from braunet.napari._store import ModelStore
-from braunet.napari._widget_tools import OVERLAY_KEY, connect_while_alive, current_slice, layer_combo
+from braunet.napari._widget_tools import OVERLAY_KEY, connect_while_alive, current_slice, layer_combo, wrap_labels
 
 __all__ = ["RoutingWidget", "block_label"]
 
@@ -74,6 +74,7 @@ class RoutingWidget(Container):
         self.inspect = CheckBox(label="inspect on click", value=True)
         self.info = Label(value="Click on the image to pick a query window.")
         super().__init__(widgets=[self.image, self.model, self.block, self.inspect, self.info, self.status])
+        wrap_labels(self.info, self.status)
 
         self.model.changed.connect(self._model_chosen)
         self.block.changed.connect(lambda _v: self.refresh())

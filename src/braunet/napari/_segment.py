@@ -20,7 +20,9 @@ from braunet.napari._geometry import METADATA_KEY, layer_from_source, layer_volu
 from braunet.napari._jobs import Job
 from braunet.napari._layers import CLASS_NAMES_KEY, label_colormap, label_features, labels_layer
 from braunet.napari._store import ModelStore
-from braunet.napari._widget_tools import OVERLAY_KEY, connect_while_alive, current_slice, layer_combo, layer_geometry
+from braunet.napari._widget_tools import (
+    OVERLAY_KEY, connect_while_alive, current_slice, layer_combo, layer_geometry, wrap_labels,
+)  # fmt: skip
 
 __all__ = ["PREDICTION_KEY", "SegmentWidget", "write_labels_undoably"]
 
@@ -100,6 +102,7 @@ class SegmentWidget(Container):
         ])  # fmt: skip
         self.job: Job | None = None
         self.last_output: Any = None
+        wrap_labels(self.status)
 
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)

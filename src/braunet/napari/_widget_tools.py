@@ -9,7 +9,9 @@ from magicgui.widgets import ComboBox
 
 from braunet.napari._geometry import LayerGeometry, geometry_from_layer_state
 
-__all__ = ["OVERLAY_KEY", "connect_while_alive", "current_slice", "find_layer", "layer_combo", "layer_geometry"]
+__all__ = [
+    "OVERLAY_KEY", "connect_while_alive", "current_slice", "layer_combo", "layer_geometry", "wrap_labels",
+]  # fmt: skip
 
 OVERLAY_KEY = "braunet_overlay"  # metadata flag of derived layers (confidence, routing heatmap): not offered as inputs
 
@@ -56,6 +58,12 @@ def layer_combo(viewer: Any, layer_type: type, label: str, *, nullable: bool = F
     return combo
 
 
+def wrap_labels(*labels: Any) -> None:
+    """Let long status texts wrap instead of widening the dock (and squeezing the canvas)."""
+    for label in labels:
+        label.native.setWordWrap(True)
+
+
 def layer_geometry(layer: Any) -> LayerGeometry:
     """The :class:`LayerGeometry` of an image or labels layer (ours, or built from scale/translate)."""
     rgb = bool(getattr(layer, "rgb", False))
@@ -69,7 +77,3 @@ def current_slice(viewer: Any, layer: Any) -> int:
     position = layer.world_to_data(viewer.dims.point)
     depth = layer.data.shape[0]
     return int(np.clip(np.round(position[0]), 0, depth - 1))
-
-
-def find_layer(viewer: Any, name: str) -> Any | None:
-    return viewer.layers[name] if name in viewer.layers else None
