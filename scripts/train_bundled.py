@@ -101,7 +101,7 @@ def ct_data(root: Path, view: str) -> tuple[SliceSet, SliceSet, SliceSet, dict]:
              "licence": LICENCES["dcmqi"]},
         ],
         "split": "by slab: validation = top 12 axial slices of case01 (100-111, the upper abdomen: liver, spleen, "
-                 "stomach, aorta, left kidney, pancreas; no gallbladder or right kidney), 3-slice gap",
+                 "stomach, aorta, the tops of both kidneys, 30 voxels of pancreas; no gallbladder), 3-slice gap",
     }
     return train + liver, val, anchors, info
 

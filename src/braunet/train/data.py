@@ -106,6 +106,7 @@ class SliceSet:
             raise InputError(f"{len(images)} image slices but {len(labels)} label slices")
         for i, (image, label) in enumerate(zip(images, labels)):
             _check_slice(image, label, f"slice {i}")
+        images = [a[..., :3] if a.ndim == 3 else a for a in images]  # reason: RGBA alpha is not image content
         n = len(images)
         return cls(
             images=images,
