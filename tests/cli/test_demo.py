@@ -29,7 +29,11 @@ def test_demo_writes_labels_on_the_ct_grid_and_an_overlay(tmp_path, shared_data,
     assert picture.ndim == 3 and picture.shape[2] == 3 and picture.shape[0] == 2 * ct.shape[1]
     assert oct(os.stat(out / "ct_abdomen_overlay.png").st_mode & 0o777) != oct(0o600)  # umask mode, not mkstemp's
     report = capsys.readouterr().out
-    assert "mean Dice" in report and "liver" in report
+    mean_dice = float(report.split("mean Dice")[1].split()[0])
+    # This CT is in the model's training data, so agreement is high when the whole chain (sample
+    # fetch, preprocessing, slice view, reorientation, writing) is right; a flipped or shifted
+    # geometry anywhere drops it far below this.
+    assert mean_dice > 0.6, report
 
 
 def test_demo_refuses_an_output_path_that_is_a_file(tmp_path, capsys):
