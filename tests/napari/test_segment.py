@@ -65,7 +65,8 @@ def test_ct_sample_organs_where_the_reference_labels_are(make_napari_viewer, qtb
     widget = _segment_widget(viewer)
     widget.model.value = bundled_ct_model
     widget.slice_mode.value = "slice range"
-    widget.first.value, widget.last.value = 84, 99  # upper abdomen: all eight organs
+    # The model's validation slab: the bundled model was trained on slices 0-96 of this CT only.
+    widget.first.value, widget.last.value = 100, 111
     widget.batch_size.value = 8
     _run(qtbot, widget)
 
@@ -76,17 +77,20 @@ def test_ct_sample_organs_where_the_reference_labels_are(make_napari_viewer, qtb
     assert labels.metadata["braunet"] is image.metadata["braunet"]
     assert list(labels.features["name"])[5] == "liver"
     assert labels.colormap.map(5)[:3].tolist() != labels.colormap.map(7)[:3].tolist()
-    assert not labels.data[:84].any() and not labels.data[100:].any()  # only the chosen slices
+    assert not labels.data[:100].any() and labels.data[100:].any()  # only the chosen slices
 
-    pred, truth = labels.data[84:100], reference.data[84:100]
+    pred, truth = labels.data[100:], reference.data[100:]
     dice = {}
     for value in range(1, 9):
         a, b = pred == value, truth == value
         if b.sum() > 200:
             dice[value] = 2 * (a & b).sum() / (a.sum() + b.sum())
     print("Dice per organ:", {labels.features["name"][v]: round(d, 3) for v, d in dice.items()})
-    assert dice[5] > 0.8  # liver
-    assert np.mean(list(dice.values())) > 0.5  # chance level (a random organ per voxel) is below 0.05
+    assert dice[5] > 0.85  # liver
+    assert np.mean(list(dice.values())) > 0.4  # chance level (a random organ per voxel) is below 0.05
+    # Geometry, not luck: the same labels mirrored left-right (a classic orientation bug) do not fit.
+    mirrored = truth[:, :, ::-1] == 5
+    assert 2 * ((pred == 5) & mirrored).sum() / ((pred == 5).sum() + mirrored.sum()) < 0.5
 
 
 def test_rerun_on_the_current_slice_is_one_undo_step(make_napari_viewer, qtbot, tiny_ct_checkpoint):
