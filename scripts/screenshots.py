@@ -73,8 +73,12 @@ def new_viewer():
 
 
 def shoot(viewer, path: Path) -> None:
+    from PIL import Image
+
     wait(lambda: True)
     viewer.screenshot(str(path), canvas_only=False, flash=False)
+    # 256 colours are plenty for a GUI screenshot and keep the repository small.
+    Image.open(path).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
     print(f"wrote {path}")
 
 
@@ -119,17 +123,19 @@ def ct_screens(out: Path) -> None:
     segment_dock, segment = viewer.window.add_plugin_dock_widget("napari-braunet", "Segment")
     segment.model.value = "ct-abdomen-8"
     segment.slice_mode.value = "slice range"
-    segment.first.value, segment.last.value = 98, 111
+    segment.first.value, segment.last.value = 84, 111
     run_job(segment.run())
     segment_dock.setVisible(False)
     _, finetune = viewer.window.add_plugin_dock_widget("napari-braunet", "Fine-tune")
     labels = viewer.layers["CT abdomen segmentation"]
     finetune.corrected.value = labels
-    for k in (100, 102, 104, 106, 108, 110):
+    corrected = list(range(84, 109, 4))  # as an annotator would: fix every 4th slice
+    for k in corrected:
         wrong = np.nonzero(labels.data[k] != reference.data[k])
         labels.data_setitem((np.full(wrong[0].size, k),) + wrong, reference.data[k][wrong])
-    wait(lambda: len(finetune.slices.value) == 6)
-    finetune.time_budget.value = 20.0
+    wait(lambda: len(finetune.slices.value) == len(corrected))
+    finetune.time_budget.value = 600.0
+    finetune.max_steps.value = 12
     run_job(finetune.train())
     show_slice(viewer, image, 104)
     viewer.reset_view()
@@ -156,6 +162,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data",
                         help="offline sample data (BRAUNET_DATA_DIR); '' downloads them")  # fmt: skip
+    parser.add_argument("--only", nargs="*", choices=("ct", "polyp", "skin"), default=("ct", "polyp", "skin"),
+                        help="which screenshots to make (default: all)")  # fmt: skip
     args = parser.parse_args()
     if str(args.data_dir) and args.data_dir.is_dir():
         os.environ["BRAUNET_DATA_DIR"] = str(args.data_dir)
@@ -164,9 +172,12 @@ def main() -> None:
     try:
         from qtpy.QtWidgets import QApplication  # noqa: F401  (Qt before napari's viewer)
 
-        ct_screens(args.out)
-        image_screen(args.out, "colonoscopy", "polyp", "napari_segment_polyp.png")
-        image_screen(args.out, "dermoscopy", "skin-lesion", "napari_segment_skin.png")
+        if "ct" in args.only:
+            ct_screens(args.out)
+        if "polyp" in args.only:
+            image_screen(args.out, "colonoscopy", "polyp", "napari_segment_polyp.png")
+        if "skin" in args.only:
+            image_screen(args.out, "dermoscopy", "skin-lesion", "napari_segment_skin.png")
     finally:
         if xvfb is not None:
             xvfb.terminate()

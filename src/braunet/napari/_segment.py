@@ -148,6 +148,7 @@ class SegmentWidget(Container):
         self._match_model(layer, "ct" if three_d else "rgb")
         self.window.enabled = three_d
         self.slice_mode.enabled = three_d
+        self.batch_size.enabled = three_d
         if three_d:
             depth = layer.data.shape[0]
             self.first.max = self.last.max = depth - 1
@@ -260,22 +261,27 @@ class SegmentWidget(Container):
         if layer is None:  # slices that were not run are 0, as predict returns them
             data, kwargs, _ = labels_layer(labels, geometry, names, name, card.class_colors)
             layer = self.viewer.add_labels(data, **kwargs)
-            changed = int(np.count_nonzero(data))
+            changed, verb = int(np.count_nonzero(data)), "labelled"
         else:
             if layer.metadata.get(CLASS_NAMES_KEY) != names:
                 layer.colormap = label_colormap(names, card.class_colors)
                 layer.features = label_features(names)
                 layer.metadata[CLASS_NAMES_KEY] = names
-            changed = write_labels_undoably(layer, labels, slices)
+            changed, verb = write_labels_undoably(layer, labels, slices), "changed"
         layer.metadata[METADATA_KEY] = geometry
         layer.metadata[PREDICTION_KEY] = np.array(layer.data, copy=True)
         layer.metadata[SOURCE_KEY] = {"image": image.name, "model": key}
         if conf is not None:
             self._write_confidence(image, geometry, slices, conf)
         self.last_output = layer
-        where = "all slices" if slices is None else f"slice {slices[0]}" if len(slices) == 1 else (
-            f"slices {slices[0]}-{slices[-1]}")  # fmt: skip
-        self.status.value = f"{key}: {where} of {image.name}, {changed} voxels changed."
+        if labels.ndim == 2:
+            where = image.name
+        elif slices is None:
+            where = f"all slices of {image.name}"
+        else:
+            where = f"slice {slices[0]}" if len(slices) == 1 else f"slices {slices[0]}-{slices[-1]}"
+            where += f" of {image.name}"
+        self.status.value = f"{key}: {where}, {changed} {'pixels' if labels.ndim == 2 else 'voxels'} {verb}."
 
     def _write_confidence(self, image: Any, geometry: Any, slices: list[int] | None, conf: np.ndarray) -> None:
         name = f"{image.name} confidence"
