@@ -50,6 +50,7 @@ def test_evaluate_official_matches_the_training_evaluation(trained, transunet_ro
         (["train", "--out", "x"], "give --preset, --images and --labels (or --recipe NAME)"),
         (["train", "--recipe", "isic", "--data", "transunet:/nowhere", "--out", "x"], "give --images and --labels"),
         (["train", "--recipe", "synapse", "--out", "x"], "give --data transunet:PATH"),
+        (["train", "--recipe", "synapse", "--images", "a", "--labels", "b", "--out", "x"], "not --images/--labels"),
         (["train", "--recipe", "synapse", "--data", "/nowhere", "--out", "x"], "expected transunet:PATH"),
         (["train", "--recipe", "synapse3", "--out", "x"], "unknown recipe 'synapse3'"),
         (["evaluate", "--model", "x", "--protocol", "official"], "give either --data"),

@@ -77,6 +77,9 @@ def run_recipe_command(args: argparse.Namespace) -> int:
     data = parse_data_spec(args.data)[1] if args.data else None
     if recipe["data.kind"] == "folders" and (args.data or not (args.images and args.labels)):
         raise InputError(f"recipe {recipe.name!r} trains on image/mask folders: give --images and --labels")
+    if recipe["data.kind"] == "transunet" and (args.images or args.labels):
+        raise InputError(f"recipe {recipe.name!r} reads a TransUNet folder: give --data transunet:PATH, "
+                         "not --images/--labels (convert NIfTI pairs with python -m braunet.repro.transunet)")
     device = None if args.device == "auto" else args.device
     command = "braunet " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
     bar = tqdm(total=None, unit="step", disable=None, file=sys.stderr, desc=f"{recipe.name} recipe")
