@@ -75,6 +75,7 @@ def test_finetune_accept_rollback_save(make_napari_viewer, qtbot, tmp_path, bund
     finetune.time_budget.value = 600.0  # a fixed number of steps: the same round on any machine
     finetune.max_steps.value = 6
     finetune.mode.value = "decoder"
+    finetune.device.value = "cpu"  # the reproducible round was measured on a CPU
     with heartbeat() as beat:
         job = finetune.train()
         qtbot.waitUntil(lambda: not job.running, timeout=120_000)

@@ -125,6 +125,7 @@ def test_cancel_stops_within_two_seconds_and_writes_nothing(make_napari_viewer, 
     viewer.open_sample(PLUGIN, "ct_abdomen")
     widget = _segment_widget(viewer)
     widget.checkpoint.value = str(cpu_ct_checkpoint)
+    widget.device.value = "cpu"  # a GPU could finish before the click
     widget.batch_size.value = 2
     widget.slice_mode.value = "all slices"
     job = widget.run()
