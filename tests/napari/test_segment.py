@@ -140,6 +140,21 @@ def test_cancel_stops_within_two_seconds_and_writes_nothing(make_napari_viewer, 
     assert widget.status.value.startswith("Cancelled")
     assert widget.run_button.enabled and not widget.cancel_button.enabled
 
+    # With a segmentation layer already there, a cancelled re-run leaves it exactly as it was.
+    widget.slice_mode.value = "slice range"
+    widget.first.value, widget.last.value = 60, 61
+    job = widget.run()
+    qtbot.waitUntil(lambda: not job.running, timeout=60_000)
+    labels = viewer.layers["CT abdomen segmentation"]
+    before, count = labels.data.copy(), len(viewer.layers)
+    widget.slice_mode.value = "all slices"
+    job = widget.run()
+    qtbot.waitUntil(lambda: widget.progress.value >= 2, timeout=60_000)
+    widget.cancel()
+    qtbot.waitUntil(lambda: not job.running, timeout=2_000)
+    np.testing.assert_array_equal(labels.data, before)
+    assert len(viewer.layers) == count
+
 
 def test_gui_stays_responsive_during_inference(make_napari_viewer, qtbot, cpu_ct_checkpoint, heartbeat):
     viewer = make_napari_viewer()
