@@ -2,7 +2,9 @@
 
 Official checkpoints are ``torch.save(BRAUnet.state_dict())`` (keys ``bra_unet.*``, with an extra
 ``module.`` when saved from ``nn.DataParallel``), sometimes nested under ``model``/``state_dict``.
-They are read with ``torch.load(weights_only=True)``, which refuses to run any pickled code.
+They are read with ``torch.load(weights_only=True)``, which refuses to run any pickled code; the
+only classes allowed besides tensors and containers are those training scripts pickle beside the
+weights (``argparse.Namespace``, pathlib paths): :data:`TRAINING_CHECKPOINT_GLOBALS`.
 
 Widths, depths, MLP ratios, class count and the SCCSA switch are read from the weights. Head
 count, n_win, top-k and input size leave no trace in the weights, so they come from ``config``
@@ -11,7 +13,9 @@ and default to the official wrapper's values (head_dim 32, top-k 2/4/8, 224 px, 
 
 from __future__ import annotations
 
+import argparse
 import os
+import pathlib
 import pickle
 import re
 import zipfile
@@ -27,10 +31,12 @@ from braunet.model.braunet import BRAUNet
 from braunet.model.config import BRAUNetConfig, get_preset
 
 __all__ = [
+    "TRAINING_CHECKPOINT_GLOBALS",
     "convert_official_state_dict",
     "infer_config",
     "load_official",
     "read_checkpoint_file",
+    "read_training_checkpoint",
     "unwrap_state_dict",
 ]
 
@@ -58,6 +64,50 @@ def read_checkpoint_file(path: str | os.PathLike, *, safe_globals: list[Any] | N
         ) from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: {error})") from error
+
+
+# Pickled names that may appear in research training checkpoints, mapped to harmless classes.
+# Paths become *pure* paths: they unpickle on every OS (the official code's import-time
+# ``pathlib.PosixPath = pathlib.WindowsPath`` hack exists because concrete paths do not) and
+# cannot open anything. Python 3.13 pickles paths as ``pathlib._local.*``.
+TRAINING_CHECKPOINT_GLOBALS: list[Any] = [
+    argparse.Namespace,
+    pathlib.PurePosixPath,
+    pathlib.PureWindowsPath,
+    (pathlib.PurePosixPath, "pathlib.PosixPath"),
+    (pathlib.PureWindowsPath, "pathlib.WindowsPath"),
+    (pathlib.PurePosixPath, "pathlib._local.PosixPath"),
+    (pathlib.PureWindowsPath, "pathlib._local.WindowsPath"),
+    (pathlib.PurePosixPath, "pathlib._local.PurePosixPath"),
+    (pathlib.PureWindowsPath, "pathlib._local.PureWindowsPath"),
+]
+
+
+def read_training_checkpoint(path: str | os.PathLike) -> Any:
+    """Load a research training checkpoint safely (see the module docstring).
+
+    Raises:
+        CheckpointError: missing, truncated or corrupt file, or a pickle naming any class outside
+            :data:`TRAINING_CHECKPOINT_GLOBALS` (the message lists the offending names; nothing
+            from the file is executed).
+    """
+    try:
+        return read_checkpoint_file(path, safe_globals=TRAINING_CHECKPOINT_GLOBALS)
+    except CheckpointError as error:
+        if not isinstance(error.__cause__, pickle.UnpicklingError):
+            raise
+        try:  # reason: name the classes; this scan reads pickle opcodes and executes nothing
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 - the original refusal is the message that matters
+            names = []
+        allowed = {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}"
+                   for g in TRAINING_CHECKPOINT_GLOBALS}
+        unknown = [n for n in names if n not in allowed]
+        detail = f"it pickles {', '.join(unknown)}" if unknown else str(error)
+        raise CheckpointError(
+            f"{path}: refused to load: {detail}; only tensors, plain containers, argparse.Namespace and "
+            "pathlib paths are accepted from training checkpoints (nothing was executed)"
+        ) from error
 
 
 def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, Tensor]:
@@ -164,7 +214,7 @@ def load_official(
     if isinstance(path_or_state_dict, Mapping):
         source, raw = "state dict", path_or_state_dict
     else:
-        source, raw = str(path_or_state_dict), read_checkpoint_file(path_or_state_dict)
+        source, raw = str(path_or_state_dict), read_training_checkpoint(path_or_state_dict)
     base = get_preset(config) if isinstance(config, str) else (config or get_preset("synapse"))
     state_dict = convert_official_state_dict(unwrap_state_dict(raw, source))
     model = BRAUNet(infer_config(state_dict, base))

@@ -22,10 +22,7 @@ pure paths, which never touch the file system. Any other class is refused before
 
 from __future__ import annotations
 
-import argparse
 import os
-import pathlib
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +32,12 @@ import torch
 from torch import Tensor, nn
 
 from braunet.errors import CheckpointError
-from braunet.model.official import convert_official_state_dict, read_checkpoint_file, unwrap_state_dict
+from braunet.model.official import (  # noqa: F401 - the allow-list and its reader are re-exported here
+    TRAINING_CHECKPOINT_GLOBALS,
+    convert_official_state_dict,
+    read_training_checkpoint,
+    unwrap_state_dict,
+)
 
 __all__ = [
     "TRAINING_CHECKPOINT_GLOBALS",
@@ -44,50 +46,6 @@ __all__ = [
     "official_key_names",
     "read_training_checkpoint",
 ]
-
-# Pickled names that may appear in research training checkpoints, mapped to harmless classes.
-# Paths become *pure* paths: they unpickle on every OS (the official code's import-time
-# ``pathlib.PosixPath = pathlib.WindowsPath`` hack exists because concrete paths do not) and
-# cannot open anything. Python 3.13 pickles paths as ``pathlib._local.*``.
-TRAINING_CHECKPOINT_GLOBALS: list[Any] = [
-    argparse.Namespace,
-    pathlib.PurePosixPath,
-    pathlib.PureWindowsPath,
-    (pathlib.PurePosixPath, "pathlib.PosixPath"),
-    (pathlib.PureWindowsPath, "pathlib.WindowsPath"),
-    (pathlib.PurePosixPath, "pathlib._local.PosixPath"),
-    (pathlib.PureWindowsPath, "pathlib._local.WindowsPath"),
-    (pathlib.PurePosixPath, "pathlib._local.PurePosixPath"),
-    (pathlib.PureWindowsPath, "pathlib._local.PureWindowsPath"),
-]
-
-
-def read_training_checkpoint(path: str | os.PathLike) -> Any:
-    """Load a research training checkpoint safely (see the module docstring).
-
-    Raises:
-        CheckpointError: missing, truncated or corrupt file, or a pickle naming any class outside
-            :data:`TRAINING_CHECKPOINT_GLOBALS` (the message lists the offending names; nothing
-            from the file is executed).
-    """
-    try:
-        return read_checkpoint_file(path, safe_globals=TRAINING_CHECKPOINT_GLOBALS)
-    except CheckpointError as error:
-        if not isinstance(error.__cause__, pickle.UnpicklingError):
-            raise
-        try:  # reason: name the classes; this scan reads pickle opcodes and executes nothing
-            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:  # noqa: BLE001 - the original refusal is the message that matters
-            names = []
-        allowed = {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}"
-                   for g in TRAINING_CHECKPOINT_GLOBALS}
-        unknown = [n for n in names if n not in allowed]
-        detail = f"it pickles {', '.join(unknown)}" if unknown else str(error)
-        raise CheckpointError(
-            f"{path}: refused to load: {detail}; only tensors, plain containers, argparse.Namespace and "
-            "pathlib paths are accepted from training checkpoints (nothing was executed)"
-        ) from error
-
 
 def official_key_names(model: nn.Module) -> dict[str, str]:
     """Our state-dict key -> the official ``BRAUnetSystem`` key (without ``bra_unet.``).
