@@ -34,8 +34,8 @@ def test_training_fits_real_slices_and_keeps_the_best_checkpoint(ct_data, tmp_pa
     before = validation_dice(model, data).mean
     config = TrainConfig(epochs=20, batch_size=4, lr=3e-3, warmup_steps=5, augment="none", val_every=4)
     result = train(model, card, data, data, tmp_path, config, device="cpu")
-    # fitting 8 real slices of 8 organs: the large organs are learned in 40 steps
-    assert before < 0.1 and result.best_dice > 0.3
+    # fitting 8 real slices of 8 organs: the large organs are learned first (40 steps)
+    assert before < 0.1 and result.best_dice > 0.2
     assert result.history[result.best_epoch]["val_dice"] == pytest.approx(result.best_dice)
     assert result.best_dice == max(h["val_dice"] for h in result.history if "val_dice" in h)
     loaded, saved_card = load_checkpoint(tmp_path)
@@ -43,7 +43,8 @@ def test_training_fits_real_slices_and_keeps_the_best_checkpoint(ct_data, tmp_pa
     assert saved_card.metrics["validation"]["mean_dice"] == pytest.approx(result.best_dice)
     assert saved_card.training["best_epoch"] == result.best_epoch and saved_card.training["steps"] == 40
     assert "liver" not in saved_card.metrics["validation"]["per_class_dice"]  # tiny_card names c1..c8
-    assert saved_card.metrics["validation"]["per_class_dice"]["c5"] > 0.6  # liver
+    per_class = saved_card.metrics["validation"]["per_class_dice"]
+    assert per_class["c5"] > 0.75 and per_class["c7"] > 0.5  # liver and spleen
     assert json.loads((tmp_path / "card.json").read_text())["training"]["settings"]["lr"] == 3e-3
 
 

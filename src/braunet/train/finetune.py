@@ -10,7 +10,7 @@ The napari Fine-tune widget and ``braunet finetune`` call :func:`finetune`. One 
    model as ``anchors.npz``), so it keeps what it already knew. ``mode="decoder"`` trains only the
    decoder (the encoder's features stay those learned from the full training set); ``"full"``
    trains everything. BatchNorm statistics stay frozen in both modes: a handful of slices gives
-   poor batch statistics.
+   poor batch statistics. An L2 pull towards the parent's weights (L2-SP) adds a second guard.
 3. Score the copy on the held-back slices: ``dice_after``. The copy is accepted only if
    ``dice_after > dice_before`` and, when there are anchors, its Dice on the anchors dropped by at
    most ``max_anchor_drop``. Otherwise the parent is returned unchanged, with the reason in
@@ -167,16 +167,20 @@ def _train_copy(
     max_steps: int | None,
     progress: Callable[[FinetuneProgress], None] | None,
     should_stop: Callable[[], bool] | None,
+    l2sp: float = 0.0,
 ) -> tuple[BRAUNet, list[float], int, float]:
     """Train a deep copy of ``model`` until ``deadline`` seconds after ``start`` (or ``max_steps``).
 
     Returns ``(tuned, losses, steps, base_lr)``. Batches: ``batch_size`` augmented corrected slices
     plus ``anchors_per_batch`` augmented anchor slices; AdamW with cosine decay over the budget.
+    ``l2sp`` weighs an L2 pull of the trained weights towards the parent's (L2-SP, Li et al. 2018),
+    a second guard against drifting away from what the parent knew.
     """
     device = next(model.parameters()).device
     tuned = copy.deepcopy(model).to(device)
     params = _set_trainable(tuned, mode)
-    optimizer = torch.optim.AdamW(params, lr=lr or (5e-4 if mode == "decoder" else 2e-4), weight_decay=1e-4)
+    origin = [p.detach().clone() for p in params] if l2sp else []
+    optimizer = torch.optim.AdamW(params, lr=lr or (2e-4 if mode == "decoder" else 1e-4), weight_decay=1e-4)
     criterion = make_loss(model.config.num_classes)
     kind = "ct" if card.preprocessing.get("kind") == "ct" else "rgb"
     corrected = AugmentedSlices(train_data, kind, seed=seed)
@@ -205,6 +209,8 @@ def _train_copy(
             group["lr"] = base_lr * 0.5 * (1 + np.cos(np.pi * frac))  # cosine decay over the budget
         optimizer.zero_grad(set_to_none=True)
         loss = criterion(tuned(x).float(), y)
+        if l2sp:
+            loss = loss + l2sp * sum(((p - p0) ** 2).sum() for p, p0 in zip(params, origin))
         loss.backward()
         nn.utils.clip_grad_norm_(params, 5.0)
         optimizer.step()
@@ -238,6 +244,7 @@ def finetune(
     anchors_per_batch: int = 2,
     max_anchor_drop: float = 0.05,
     max_steps: int | None = None,
+    l2sp: float = 0.1,
 ) -> FinetuneResult:
     """Fine-tune a copy of ``model`` on corrected slices; keep it only if held-back Dice improves.
 
@@ -257,10 +264,14 @@ def finetune(
         seed: split, sampling and augmentation seed.
         anchors: the replay set: a SliceSet, an ``anchors.npz`` or model folder; default: the
             bundled model's set of the same name, if any. Pass an empty SliceSet to disable replay.
-        lr: AdamW learning rate (default 5e-4 for "decoder", 2e-4 for "full").
+        lr: AdamW learning rate (default 2e-4 for "decoder", 1e-4 for "full"; higher rates fitted
+            the corrected frames faster but cost more on the validation split in bench_finetune).
         batch_size: corrected slices per step; ``anchors_per_batch`` anchor slices are added.
         max_anchor_drop: reject the result if Dice on the anchors drops more than this.
         max_steps: also stop after this many steps (reproducible rounds, e.g. in tests).
+        l2sp: weight of the L2 pull towards the parent's weights (0 disables it). With the anchor
+            replay it halved the validation-split cost of a round in bench_finetune (see
+            models/README.md); both matter: without replay a round cost 0.16 validation Dice.
 
     Raises:
         InputError: fewer than 2 slices, mismatched shapes, labels that are not classes of the model.
@@ -302,7 +313,7 @@ def finetune(
             model, card, train_data, anchor_data, mode=mode, lr=lr, batch_size=batch_size,
             anchors_per_batch=anchors_per_batch, seed=seed, start=start,
             deadline=time_budget_s - 1.5 * eval_cost,  # reason: leave time to score the result
-            max_steps=max_steps, progress=progress, should_stop=should_stop,
+            max_steps=max_steps, progress=progress, should_stop=should_stop, l2sp=l2sp,
         )
     pred_after = predict_prepared(tuned, held_data.x).numpy()
     truth = held_data.y.numpy()
@@ -335,6 +346,7 @@ def finetune(
         "mode": mode, "steps": step, "elapsed_s": round(elapsed, 2), "time_budget_s": time_budget_s,
         "n_train": len(train_idx), "n_heldout": len(held_idx), "n_anchors": len(anchor_data) if anchor_data else 0,
         "seed": seed, "lr": base_lr, "batch_size": batch_size, "anchors_per_batch": anchors_per_batch,
+        "l2sp": l2sp,
     }
     if accepted:
         new_card = copy.deepcopy(card)
