@@ -269,9 +269,9 @@ def finetune(
         batch_size: corrected slices per step; ``anchors_per_batch`` anchor slices are added.
         max_anchor_drop: reject the result if Dice on the anchors drops more than this.
         max_steps: also stop after this many steps (reproducible rounds, e.g. in tests).
-        l2sp: weight of the L2 pull towards the parent's weights (0 disables it). With the anchor
-            replay it halved the validation-split cost of a round in bench_finetune (see
-            models/README.md); both matter: without replay a round cost 0.16 validation Dice.
+        l2sp: weight of the L2 pull towards the parent's weights (0 disables it). In a 2-seed probe
+            on the bench_finetune setting it halved the validation-split cost of decoder rounds;
+            replay matters more (models/README.md).
 
     Raises:
         InputError: fewer than 2 slices, mismatched shapes, labels that are not classes of the model.
