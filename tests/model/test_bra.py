@@ -68,7 +68,8 @@ def test_chunked_attention_matches_oracle(monkeypatch):
     torch.manual_seed(7)
     module = BiLevelRoutingAttention(16, 2, 4, 16, 3).double()
     x = torch.randn(2, 16, 16, 16, dtype=torch.float64, requires_grad=True)
-    assert len(bra._query_chunks(torch.empty(32, 16, 16), torch.empty(32, 16, 16), torch.empty(32, 16, 16), 3)) > 4
+    layout = bra._Layout.of(2, 16, 16, 4, torch.device("cpu"))
+    assert len(layout.chunks(3, 32 * 8)) > 4
     out = module(x)
     ref, _ = oracle_bra(module, x)
     assert (out - ref).abs().max().item() <= 1e-10

@@ -2,13 +2,17 @@
 
 Numerically the official algorithm (``networks/bra.py`` of BRAU-Net++ with the shipped settings:
 identity kv-downsampling, no routing parameters, hard top-k routing, ``qk_dim ** -0.5`` scale),
-implemented differently:
+implemented differently, so that a training step holds little more than the ``qkv`` projection:
 
-* keys and values are gathered with one ``index_select`` over whole windows of the fused
-  ``kv`` tensor, instead of expanding ``kv`` to ``(N, p^2, p^2, ...)`` and ``torch.gather``;
+* q, k and v stay in the map layout the ``qkv`` Linear produced; the pixels of a query window and
+  of its routed windows are fetched with one ``index_select`` of pixel rows per chunk of query
+  windows, instead of partitioning the map and expanding ``kv`` to ``(N, p^2, p^2, ...)`` for
+  ``torch.gather``;
 * the token-to-token attention inside the routed windows is one
-  ``F.scaled_dot_product_attention`` call, which never materialises the
-  ``(N p^2, heads, hw, topk hw)`` attention matrix (nor keeps it for backward);
+  ``F.scaled_dot_product_attention`` call per chunk, which never materialises the
+  ``(N p^2, heads, hw, topk hw)`` attention matrix;
+* attention and LePE are one autograd function that saves only ``qkv`` and gathers again in
+  backward, writing the gradients of q, k and v straight into one ``qkv``-shaped buffer;
 * the routing weights (softmax over the selected routing logits) are computed only while
   :func:`braunet.model.record_routing` is active, because the official model never uses them.
 
@@ -24,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["BiLevelRoutingAttention", "RouteRecord", "routed_attention", "window_partition", "window_reverse"]
+__all__ = ["BiLevelRoutingAttention", "RouteRecord"]
 
 
 @dataclass(frozen=True)
@@ -46,113 +50,152 @@ class RouteRecord:
     weights: Tensor
 
 
-def window_partition(x: Tensor, n_win: int) -> Tensor:
-    """(N, H, W, C) -> (N, n_win**2, H/n_win * W/n_win, C); windows row-major, pixels row-major."""
-    n, height, width, channels = x.shape
-    h, w = height // n_win, width // n_win
-    x = x.view(n, n_win, h, n_win, w, channels).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(n, n_win * n_win, h * w, channels)
+_CHUNK_BYTES = 4 * 2**20  # routed keys + values gathered at once, per chunk of query windows
 
 
-def window_reverse(x: Tensor, n_win: int, height: int, width: int) -> Tensor:
-    """Inverse of :func:`window_partition`: (N, n_win**2, h*w, C) -> (N, H, W, C)."""
-    n, _, _, channels = x.shape
-    h, w = height // n_win, width // n_win
-    x = x.view(n, n_win, n_win, h, w, channels).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(n, height, width, channels)
+@dataclass(frozen=True)
+class _Layout:
+    """Where the pixels of every window live in the flattened (N*H*W, channels) map.
 
-
-_CHUNK_BYTES = 16 * 2**20  # routed keys + values gathered at once, per chunk of query windows
-
-
-def _gather_windows(t: Tensor, rows: Tensor, topk: int, heads: int) -> Tensor:
-    """(N p^2, hw, D) windows -> (R, heads, topk hw, D/heads): the routed windows of R query windows.
-
-    ``rows`` (R * topk,) holds the flat indices of the routed windows, topk per query window.
+    Windows are numbered globally ``g = image * n_win**2 + row * n_win + col``; ``window_pixels``
+    (n_win**2, h*w) holds the flat in-image pixel index of each window's pixels, row-major.
     """
-    pixels = t.shape[1]
-    routed = t.index_select(0, rows)  # one copy of whole windows
-    return routed.view(-1, topk * pixels, heads, routed.shape[-1] // heads).transpose(1, 2)
+
+    images: int
+    height: int
+    width: int
+    n_win: int
+    window_pixels: Tensor
+
+    @classmethod
+    def of(cls, images: int, height: int, width: int, n_win: int, device: torch.device) -> _Layout:
+        h, w = height // n_win, width // n_win
+        grid = torch.arange(height * width, device=device).view(n_win, h, n_win, w).permute(0, 2, 1, 3)
+        return cls(images, height, width, n_win, grid.reshape(n_win * n_win, h * w))
+
+    @property
+    def windows(self) -> int:
+        return self.images * self.n_win * self.n_win
+
+    @property
+    def pixels_per_window(self) -> int:
+        return self.window_pixels.shape[1]
+
+    def pixels(self, windows: Tensor) -> Tensor:
+        """(R,) global window ids -> (R * h*w,) flat pixel rows of the (N*H*W, channels) map."""
+        per_image = self.n_win * self.n_win
+        image = torch.div(windows, per_image, rounding_mode="floor")
+        rows = self.window_pixels[windows - image * per_image] + (image * self.height * self.width).unsqueeze(1)
+        return rows.reshape(-1)
+
+    def chunks(self, topk: int, bytes_per_pixel_row: int) -> list[slice]:
+        """Query-window chunks whose routed keys and values stay under _CHUNK_BYTES."""
+        per_window = topk * self.pixels_per_window * bytes_per_pixel_row
+        size = max(1, min(self.windows, _CHUNK_BYTES // max(per_window, 1)))
+        return [slice(start, min(start + size, self.windows)) for start in range(0, self.windows, size)]
 
 
-def _query_chunks(q: Tensor, k: Tensor, v: Tensor, topk: int) -> list[slice]:
-    """Split the query windows so one chunk's routed keys and values stay under _CHUNK_BYTES."""
-    windows = q.shape[0]
-    per_window = topk * k.shape[1] * (k.shape[2] + v.shape[2]) * k.element_size()
-    size = max(1, min(windows, _CHUNK_BYTES // max(per_window, 1)))
-    return [slice(start, min(start + size, windows)) for start in range(0, windows, size)]
+def _heads(rows: Tensor, windows: int, heads: int) -> Tensor:
+    """(R * L, heads * d) pixel rows -> (R, heads, L, d) for attention."""
+    return rows.view(windows, -1, heads, rows.shape[-1] // heads).transpose(1, 2)
 
 
-def _attend(q: Tensor, k: Tensor, v: Tensor, flat_index: Tensor, topk: int, heads: int, scale: float) -> Tensor:
-    """q, k: (N p^2, hw, qk), v: (N p^2, hw, C) -> (N p^2, hw, C), chunked over query windows."""
-    windows, pixels, _ = q.shape
-    out = q.new_empty(windows, pixels, heads, v.shape[-1] // heads)
-    for rows in _query_chunks(q, k, v, topk):
-        index = flat_index[rows.start * topk : rows.stop * topk]
-        q_h = q[rows].unflatten(-1, (heads, -1)).transpose(1, 2)
-        chunk = F.scaled_dot_product_attention(
-            q_h, _gather_windows(k, index, topk, heads), _gather_windows(v, index, topk, heads), scale=scale
-        )
-        out[rows] = chunk.transpose(1, 2)
-    return out.flatten(2)
+class _ChunkInputs:
+    """Index tensors of one chunk of query windows and its routed windows."""
+
+    def __init__(self, layout: _Layout, flat_index: Tensor, topk: int, rows: slice, device: torch.device):
+        self.count = rows.stop - rows.start
+        self.query_rows = layout.pixels(torch.arange(rows.start, rows.stop, device=device))  # (R hw,)
+        self.routed_rows = layout.pixels(flat_index[rows.start * topk : rows.stop * topk])  # (R topk hw,)
 
 
-class _RoutedAttention(torch.autograd.Function):
-    """Chunked gather + fused attention whose backward gathers the routed keys/values again.
+def _split_qkv(qkv_rows: Tensor, qk_dim: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(N*H*W, 2 qk + C) -> strided views q, k (.., qk) and v (.., C); no copies."""
+    return qkv_rows[:, :qk_dim], qkv_rows[:, qk_dim : 2 * qk_dim], qkv_rows[:, 2 * qk_dim :]
 
-    reason: the routed copies are topk times the size of k and v; keeping them for backward (as
-    autograd would) dominates the memory of a training step, while gathering them twice is cheap.
-    The backward works chunk by chunk and writes key/value gradients straight into windowed
-    buffers with ``index_add_``, so no full-size routed tensor ever exists.
+
+def _lepe(v_rows: Tensor, layout: _Layout, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Depthwise conv on V over the full map (it crosses window borders): -> (N, H, W, C)."""
+    channels = v_rows.shape[1]
+    v_map = v_rows.view(layout.images, layout.height, layout.width, channels).permute(0, 3, 1, 2)
+    bias = None if bias is None else bias.to(v_rows.dtype)
+    pad = weight.shape[-1] // 2
+    return F.conv2d(v_map, weight.to(v_rows.dtype), bias, padding=pad, groups=channels).permute(0, 2, 3, 1)
+
+
+def _bra_forward(qkv: Tensor, weight: Tensor, bias: Tensor | None, flat_index: Tensor, layout: _Layout,
+                 topk: int, heads: int, qk_dim: int, scale: float) -> Tensor:
+    """Routed attention + LePE. qkv: (N, H, W, 2 qk + C) -> (N, H, W, C)."""
+    qkv_rows = qkv.reshape(-1, qkv.shape[-1])
+    q, k, v = _split_qkv(qkv_rows, qk_dim)
+    out = _lepe(v, layout, weight, bias).reshape(-1, v.shape[1]).contiguous()  # (N*H*W, C)
+    bytes_per_row = (k.shape[1] + v.shape[1]) * qkv.element_size()
+    for rows in layout.chunks(topk, bytes_per_row):
+        c = _ChunkInputs(layout, flat_index, topk, rows, qkv.device)
+        attended = F.scaled_dot_product_attention(
+            _heads(q.index_select(0, c.query_rows), c.count, heads),
+            _heads(k.index_select(0, c.routed_rows), c.count, heads),
+            _heads(v.index_select(0, c.routed_rows), c.count, heads),
+            scale=scale,
+        )  # (R, heads, hw, C / heads)
+        out.index_add_(0, c.query_rows, attended.transpose(1, 2).reshape(-1, v.shape[1]))
+    return out.view(*qkv.shape[:-1], v.shape[1])
+
+
+class _RoutedAttentionLePE(torch.autograd.Function):
+    """:func:`_bra_forward` whose backward gathers the routed keys and values again.
+
+    reason: the routed copies are topk times the size of k and v, and the windowed or strided
+    copies of q, k, v are each as large as the input; keeping any of them for backward (as autograd
+    would) dominates the memory of a training step, while gathering again is cheap. The backward
+    works chunk by chunk and writes the gradients of q, k and v straight into one buffer shaped
+    like ``qkv``, so no routed tensor, window partition or per-slice gradient is ever full size.
     """
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, flat_index: Tensor, topk: int, heads: int, scale: float) -> Tensor:
-        ctx.save_for_backward(q, k, v, flat_index)
-        ctx.topk, ctx.heads, ctx.scale = topk, heads, scale
-        return _attend(q, k, v, flat_index, topk, heads, scale)
+    def forward(ctx, qkv, weight, bias, flat_index, layout, topk, heads, qk_dim, scale):
+        ctx.save_for_backward(qkv, weight, bias, flat_index)
+        ctx.layout, ctx.topk, ctx.heads, ctx.qk_dim, ctx.scale = layout, topk, heads, qk_dim, scale
+        return _bra_forward(qkv, weight, bias, flat_index, layout, topk, heads, qk_dim, scale)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        q, k, v, flat_index = ctx.saved_tensors
-        topk, heads = ctx.topk, ctx.heads
-        grad_q = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-        grad_k = torch.zeros(k.shape, dtype=k.dtype, device=k.device)
-        grad_v = torch.zeros(v.shape, dtype=v.dtype, device=v.device)
-        grad_out = grad_out.unflatten(-1, (heads, -1))  # (N p^2, hw, heads, d)
-        for rows in _query_chunks(q, k, v, topk):
-            index = flat_index[rows.start * topk : rows.stop * topk]
+        qkv, weight, bias, flat_index = ctx.saved_tensors
+        layout, topk, heads, qk_dim = ctx.layout, ctx.topk, ctx.heads, ctx.qk_dim
+        qkv_rows = qkv.detach().reshape(-1, qkv.shape[-1])
+        q, k, v = _split_qkv(qkv_rows, qk_dim)
+        grad_rows = grad_out.reshape(-1, v.shape[1])
+
+        # LePE first, while nothing else is allocated: its conv makes transient copies of V.
+        with torch.enable_grad():
+            leaves = [v.detach().requires_grad_(True), weight.detach().requires_grad_(True)]
+            if bias is not None:
+                leaves.append(bias.detach().requires_grad_(True))
+            lepe = _lepe(leaves[0], layout, leaves[1], leaves[2] if bias is not None else None)
+            lepe_grads = list(torch.autograd.grad(lepe, leaves, grad_out))
+            del lepe, leaves
+        grad_qkv = torch.zeros_like(qkv_rows)
+        grad_q, grad_k, grad_v = _split_qkv(grad_qkv, qk_dim)
+        grad_v.copy_(lepe_grads.pop(0))
+
+        bytes_per_row = (k.shape[1] + v.shape[1]) * qkv.element_size()
+        for rows in layout.chunks(topk, bytes_per_row):
+            c = _ChunkInputs(layout, flat_index, topk, rows, qkv.device)
             with torch.enable_grad():
-                q_h = q[rows].detach().unflatten(-1, (heads, -1)).transpose(1, 2).requires_grad_(True)
-                k_r = _gather_windows(k, index, topk, heads).detach().requires_grad_(True)
-                v_r = _gather_windows(v, index, topk, heads).detach().requires_grad_(True)
-                out = F.scaled_dot_product_attention(q_h, k_r, v_r, scale=ctx.scale)
-                d_q, d_k, d_v = torch.autograd.grad(out, (q_h, k_r, v_r), grad_out[rows].transpose(1, 2))
-            grad_q[rows] = d_q.transpose(1, 2).flatten(2)
-            grad_k.index_add_(0, index, d_k.transpose(1, 2).reshape(index.numel(), k.shape[1], k.shape[2]))
-            grad_v.index_add_(0, index, d_v.transpose(1, 2).reshape(index.numel(), v.shape[1], v.shape[2]))
-        return grad_q, grad_k, grad_v, None, None, None, None
-
-
-def routed_attention(q: Tensor, k: Tensor, v: Tensor, indices: Tensor, heads: int, scale: float) -> Tensor:
-    """Attention of each query window over the pixels of its routed windows.
-
-    Args:
-        q, k: (N, p^2, hw, qk_dim) windowed queries and keys; v: (N, p^2, hw, C) values.
-        indices: (N, p^2, topk) routed windows of every query window.
-        heads: channels are split head-major into this many heads.
-    Returns:
-        (N, p^2, hw, C)
-    """
-    n, windows, pixels, _ = q.shape
-    topk = indices.shape[-1]
-    flat_index = (indices + torch.arange(n, device=q.device).view(n, 1, 1) * windows).reshape(-1)
-    q, k, v = (t.reshape(n * windows, pixels, t.shape[-1]) for t in (q, k, v))  # views: (N, p^2) merge
-    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        out = _RoutedAttention.apply(q, k, v, flat_index, topk, heads, scale)
-    else:
-        out = _attend(q, k, v, flat_index, topk, heads, scale)
-    return out.view(n, windows, pixels, -1)
+                inputs = (
+                    _heads(q.index_select(0, c.query_rows), c.count, heads).requires_grad_(True),
+                    _heads(k.index_select(0, c.routed_rows), c.count, heads).requires_grad_(True),
+                    _heads(v.index_select(0, c.routed_rows), c.count, heads).requires_grad_(True),
+                )
+                attended = F.scaled_dot_product_attention(*inputs, scale=ctx.scale)
+                upstream = _heads(grad_rows.index_select(0, c.query_rows), c.count, heads)
+                d_q, d_k, d_v = torch.autograd.grad(attended, inputs, upstream)
+            grad_q.index_copy_(0, c.query_rows, d_q.transpose(1, 2).reshape(-1, q.shape[1]))
+            grad_k.index_add_(0, c.routed_rows, d_k.transpose(1, 2).reshape(-1, k.shape[1]))
+            grad_v.index_add_(0, c.routed_rows, d_v.transpose(1, 2).reshape(-1, v.shape[1]))
+        grad_weight = lepe_grads[0]
+        grad_bias = lepe_grads[1] if bias is not None else None
+        return grad_qkv.view(qkv.shape), grad_weight, grad_bias, None, None, None, None, None, None
 
 
 class BiLevelRoutingAttention(nn.Module):
@@ -193,29 +236,29 @@ class BiLevelRoutingAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x: (N, H, W, C) with H, W divisible by n_win -> (N, H, W, C)."""
         n, height, width, _ = x.shape
-        if height % self.n_win or width % self.n_win:
-            raise ValueError(f"BRA: map {height}x{width} is not divisible into {self.n_win}x{self.n_win} windows")
         n_win, qk_dim = self.n_win, self.qk_dim
-
-        # Partition the C-channel input once; q, k, v then come out of the Linear already windowed.
-        qkv = self.qkv(window_partition(x, n_win))  # (N, p^2, hw, 2 qk + C)
-        q, kv = qkv[..., :qk_dim], qkv[..., qk_dim:]
+        if height % n_win or width % n_win:
+            raise ValueError(f"BRA: map {height}x{width} is not divisible into {n_win}x{n_win} windows")
+        qkv = self.qkv(x)  # (N, H, W, 2 qk + C)
 
         # Region level: routing sees window means and is not differentiated (as the official code).
         with torch.no_grad():
-            indices, top_logits = self.route(q.mean(dim=2), kv[..., :qk_dim].mean(dim=2))
+            # reason: two single-dim means read the strided q|k columns 4x faster than one 2-dim mean
+            blocks = qkv[..., : 2 * qk_dim].unflatten(1, (n_win, -1)).unflatten(3, (n_win, -1))  # (N, s, h, s, w, 2qk)
+            means = blocks.mean(dim=4).mean(dim=2).reshape(n, n_win * n_win, 2 * qk_dim)  # window means of q and k
+            indices, top_logits = self.route(means[..., :qk_dim], means[..., qk_dim:])
         if self._routing_sink is not None:
             self._routing_sink.append(
                 RouteRecord(self._routing_name, n_win, (height, width), indices.clone(), top_logits.softmax(dim=-1))
             )
 
-        # Token level: attention of every query window over the pixels of its routed windows.
-        out = routed_attention(q, kv[..., :qk_dim], kv[..., qk_dim:], indices, self.num_heads, self.scale)
-
-        # LePE on V over the full map (crosses window borders), as a channels-last conv.
-        v_map = window_reverse(kv[..., qk_dim:], n_win, height, width).permute(0, 3, 1, 2)
-        lepe = self.lepe(v_map).permute(0, 2, 3, 1)  # (N, H, W, C)
-        return self.wo(window_reverse(out, n_win, height, width) + lepe)
+        # Token level: attention of every query window over the pixels of its routed windows, plus LePE.
+        layout = _Layout.of(n, height, width, n_win, x.device)
+        flat_index = (indices + torch.arange(n, device=x.device).view(n, 1, 1) * n_win * n_win).reshape(-1)
+        args = (qkv, self.lepe.weight, self.lepe.bias, flat_index, layout, self.topk, self.num_heads, qk_dim, self.scale)
+        needs_grad = qkv.requires_grad or any(p.requires_grad for p in self.lepe.parameters())
+        out = _RoutedAttentionLePE.apply(*args) if torch.is_grad_enabled() and needs_grad else _bra_forward(*args)
+        return self.wo(out)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, qk_dim={self.qk_dim}, heads={self.num_heads}, n_win={self.n_win}, topk={self.topk}"
