@@ -41,6 +41,7 @@ from torch import nn
 from braunet.errors import Cancelled, CheckpointError, InputError
 from braunet.model import BRAUNet, ModelCard, save_checkpoint
 from braunet.repro.recipes import Recipe
+from braunet.train.trainer import EpochShuffle
 
 __all__ = ["RecipeProgress", "RecipeResult", "learning_rate", "make_recipe_loss", "parse_data_spec", "run_recipe"]
 
@@ -121,22 +122,6 @@ def parse_data_spec(spec: str) -> tuple[str, Path]:
     if not sep or kind != "transunet" or not path:
         raise InputError(f"--data {spec!r}: expected transunet:PATH (a TransUNet-format Synapse folder)")
     return kind, Path(path).expanduser()
-
-
-class _EpochPermutation(torch.utils.data.Sampler):
-    """Shuffled order per epoch from ``(seed, epoch)`` (single process; DDP uses DistributedSampler)."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        return iter(np.random.default_rng((self.seed, self.epoch)).permutation(self.n).tolist())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -428,7 +413,7 @@ def run_recipe(
     if info.world_size > 1:
         sampler: Any = torch.utils.data.DistributedSampler(dataset, info.world_size, info.rank, shuffle=True, seed=seed)
     else:
-        sampler = _EpochPermutation(len(dataset), seed)
+        sampler = EpochShuffle(len(dataset), seed)
     batch = int(recipe["batch_size"])
     drop_last = bool(recipe.get("drop_last", False)) and math.ceil(len(dataset) / info.world_size) > batch
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=num_workers,

@@ -45,6 +45,7 @@ from braunet.train.losses import DiceCELoss, make_loss
 from braunet.train.validation import DiceReport, validation_dice
 
 __all__ = [
+    "EpochShuffle",
     "STATE_FILE",
     "DistInfo",
     "TrainConfig",
@@ -375,7 +376,7 @@ def train(
             dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed
         )
     else:
-        sampler = _EpochShuffle(len(dataset), config.seed)
+        sampler = EpochShuffle(len(dataset), config.seed)
     per_rank = math.ceil(len(dataset) / info.world_size)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
@@ -494,7 +495,7 @@ def train(
     )
 
 
-class _EpochShuffle(torch.utils.data.Sampler):
+class EpochShuffle(torch.utils.data.Sampler):
     """A random permutation per epoch from ``(seed, epoch)``: reproducible and resumable."""
 
     def __init__(self, n: int, seed: int) -> None:
