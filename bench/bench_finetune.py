@@ -14,7 +14,9 @@ Prints one JSON line per mode and seed with wall time (whole ``finetune`` call, 
 scoring included) against the 60 s target, Dice before/after and the validation change, then one
 summary line per mode (means over seeds: with 10 scored frames and a weak base model a single
 round's figures swing by +-0.1 between seeds).
+``--blend 1`` turns off the weight-space blend towards the parent (the rounds before it existed).
 Usage: python bench/bench_finetune.py [--budget 30] [--modes decoder full] [--seeds 0 1 2] [--threads N]
+       [--blend B]
 """
 
 from __future__ import annotations
@@ -59,7 +61,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="fine-tuning seeds (holdback split, sampling, augmentation); one line each")
+    parser.add_argument("--blend", type=float, default=None,
+                        help="share of the fine-tuning update kept (default: finetune's; 1 = no blend)")
     args = parser.parse_args()
+    extra = {} if args.blend is None else {"blend": args.blend}
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -73,7 +78,7 @@ def main() -> None:
     for mode, seed in [(m, s) for m in args.modes for s in args.seeds]:
         start = time.perf_counter()
         result = finetune(parent, card, corrected.images, corrected.labels, mode=mode, time_budget_s=args.budget,
-                          seed=seed)
+                          seed=seed, **extra)
         wall = time.perf_counter() - start
         after = evaluate_slices(result.model, card, scored).mean_dice
         val_after = evaluate_slices(result.model, card, validation).mean_dice
@@ -81,6 +86,7 @@ def main() -> None:
                      "accepted": result.accepted})
         emit(
             bench="finetune", model=f"{card.name}@{card.version}", mode=mode, seed=seed, time_budget_s=args.budget,
+            blend=result.details["blend"],
             wall_s=round(wall, 2), wall_ratio_to_target=round(wall / TARGET_WALL_S, 3), steps=result.steps,
             accepted=result.accepted, heldout_dice_before=round(result.dice_before, 4),
             heldout_dice_after=round(result.dice_after, 4), n_corrected=len(corrected), n_scored=len(scored),
@@ -93,7 +99,7 @@ def main() -> None:
     for mode in args.modes:
         mine = [r for r in runs if r["mode"] == mode]
         emit(
-            bench="finetune_summary", mode=mode, n_seeds=len(mine),
+            bench="finetune_summary", mode=mode, n_seeds=len(mine), blend=args.blend,
             mean_wall_s=round(sum(r["wall_s"] for r in mine) / len(mine), 2),
             mean_gain=round(sum(r["gain"] for r in mine) / len(mine), 4),
             min_gain=round(min(r["gain"] for r in mine), 4),

@@ -114,9 +114,37 @@ def test_cancel_and_bad_input(frames, parent):
         finetune(model, card, images[:2], [labels[0], labels[1][:10]])
     with pytest.raises(InputError, match="mode must be one of decoder, full"):
         finetune(model, card, images[:2], labels[:2], mode="encoder")
+    with pytest.raises(InputError, match=r"blend must be in \(0, 1\]"):
+        finetune(model, card, images[:2], labels[:2], blend=0.0)
     ct_card = tiny_card(4, "ct")
     with pytest.raises(InputError, match=r"label slice 0: values 7..7 are not classes of this model \(0..3\)"):
         finetune(tiny_model(ct_card), ct_card, [np.zeros((64, 64))] * 2, [np.full((64, 64), 7)] * 2)
+
+
+def test_blend_interpolates_between_parent_and_trained_copy(parent):
+    """The kept weights are parent + blend * (trained - parent), tensor by tensor (WiSE-FT)."""
+    import torch
+
+    from braunet.train.finetune import _blend
+
+    model, card = parent
+    trained = tiny_model(card, seed=2)
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
+    _blend(model, trained, 1.0)
+    assert all(torch.equal(trained.state_dict()[k], v) for k, v in before.items())
+    _blend(model, trained, 0.25)
+    reference = model.state_dict()
+    for name, value in trained.state_dict().items():
+        expected = reference[name] + 0.25 * (before[name] - reference[name]) if value.is_floating_point() else before[name]
+        assert torch.allclose(value, expected, atol=1e-6), name
+
+
+def test_round_records_its_blend(frames, parent):
+    model, card = parent
+    images, labels = frames
+    result = finetune(model, card, images[:4], labels[:4], time_budget_s=600, max_steps=2, anchors=SliceSet(),
+                      blend=0.5, seed=1)
+    assert result.details["blend"] == 0.5
 
 
 def test_versions_save_list_and_roll_back(parent, tmp_path):
