@@ -83,7 +83,7 @@ def main() -> None:
         after = evaluate_slices(result.model, card, scored).mean_dice
         val_after = evaluate_slices(result.model, card, validation).mean_dice
         runs.append({"mode": mode, "wall_s": wall, "gain": after - before, "val_change": val_after - val_before,
-                     "accepted": result.accepted})
+                     "accepted": result.accepted, "blend": result.details["blend"]})
         emit(
             bench="finetune", model=f"{card.name}@{card.version}", mode=mode, seed=seed, time_budget_s=args.budget,
             blend=result.details["blend"],
@@ -99,7 +99,7 @@ def main() -> None:
     for mode in args.modes:
         mine = [r for r in runs if r["mode"] == mode]
         emit(
-            bench="finetune_summary", mode=mode, n_seeds=len(mine), blend=args.blend,
+            bench="finetune_summary", mode=mode, n_seeds=len(mine), blend=mine[0]["blend"],
             mean_wall_s=round(sum(r["wall_s"] for r in mine) / len(mine), 2),
             mean_gain=round(sum(r["gain"] for r in mine) / len(mine), 4),
             min_gain=round(min(r["gain"] for r in mine), 4),
