@@ -78,3 +78,22 @@ def test_chunked_attention_matches_oracle(monkeypatch):
     theirs = torch.autograd.grad(ref, [x, *module.parameters()], grad)
     for a, b in zip(ours, theirs):
         assert (a - b).abs().max().item() <= 1e-9
+
+
+def test_bra_under_bf16_autocast_trains():
+    """AMP path (as on GPU): the fused attention + LePE function mixes bf16 activations with fp32
+    LePE weights in forward and backward; outputs and weight gradients stay near float32's."""
+    torch.manual_seed(3)
+    module = BiLevelRoutingAttention(32, 4, 4, 32, 2)
+    x = torch.randn(2, 16, 16, 32)
+    module(x).square().mean().backward()
+    reference = {name: p.grad.clone() for name, p in module.named_parameters()}
+    module.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = module(x)
+    assert out.dtype == torch.bfloat16
+    out.float().square().mean().backward()
+    for name, p in module.named_parameters():
+        assert p.grad is not None and p.grad.dtype == torch.float32, name
+        rel = (p.grad - reference[name]).norm() / reference[name].norm()
+        assert rel < 0.05, (name, rel.item())
