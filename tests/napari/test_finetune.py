@@ -56,18 +56,17 @@ def test_edited_slices_follow_paint_undo_and_new_predictions(make_napari_viewer,
     finetune.slices.value = [62, 65]
     labels.undo()
     qtbot.waitUntil(lambda: finetune.slices.value == [62], timeout=3_000)
-    # One corrected slice is not enough: one is held back to measure Dice.
-    assert finetune.train() is None and "at least 2" in finetune.status.value
     # A new prediction of slice 62 replaces the edit: nothing is left to learn from.
     segment.slice_mode.value = "current slice"
     job = segment.run()
     qtbot.waitUntil(lambda: not job.running, timeout=60_000)
     qtbot.waitUntil(lambda: finetune.slices.value == [], timeout=3_000)
+    assert finetune.train() is None and "No edited slices" in finetune.status.value
 
 
 def test_finetune_accept_rollback_save(make_napari_viewer, qtbot, tmp_path, bundled_ct_model, heartbeat):
     viewer, segment, finetune = _segmented_viewer(make_napari_viewer, qtbot, bundled_ct_model, 84, 108)
-    corrected = list(range(84, 109, 4))  # every 4th slice of the upper abdomen
+    corrected = [100]  # one slice of the upper abdomen: a quarter of its blocks is held back
     _correct(viewer.layers["CT abdomen segmentation"], viewer.layers["CT abdomen reference labels"], corrected)
     qtbot.waitUntil(lambda: finetune.slices.value == corrected, timeout=3_000)
     parent_key = segment.store.current
@@ -86,6 +85,7 @@ def test_finetune_accept_rollback_save(make_napari_viewer, qtbot, tmp_path, bund
     assert result.accepted, result.message
     assert result.dice_after > result.dice_before
     assert f"{result.dice_before:.3f} → {result.dice_after:.3f}" in finetune.dice.value
+    assert "of slice 100, by blocks" in finetune.dice.value and result.details["heldout"] == "blocks"
 
     # Accept: the new version becomes the Segment widget's model.
     new_key = finetune.accept()

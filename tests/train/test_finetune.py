@@ -10,7 +10,8 @@ import tifffile
 from braunet.errors import Cancelled, CheckpointError, InputError, OutputError
 from braunet.model import load_checkpoint, save_checkpoint
 from braunet.train.data import SliceSet
-from braunet.train.finetune import finetune
+from braunet.train import finetune as finetune_module
+from braunet.train.finetune import REGION_GRID, _region_split, finetune
 from braunet.train.versions import find_version, list_versions, rollback, save_version
 from tests.train._shared import CVC_FRAMES, data_root, one_torch_thread, state_equal, tiny_card, tiny_model  # noqa: F401
 
@@ -108,8 +109,10 @@ def test_cancel_and_bad_input(frames, parent):
     images, labels = frames
     with pytest.raises(Cancelled, match="unchanged"):
         finetune(model, card, images[:4], labels[:4], should_stop=lambda: True, anchors=SliceSet())
-    with pytest.raises(InputError, match="at least 2 corrected slices"):
-        finetune(model, card, images[:1], labels[:1])
+    with pytest.raises(InputError, match="at least 1 corrected slice"):
+        finetune(model, card, [], [])
+    with pytest.raises(InputError, match="labels in 0 of its 64 blocks.*correct a second slice"):
+        finetune(model, card, images[:1], [np.zeros_like(labels[0])])
     with pytest.raises(InputError, match="label shape"):
         finetune(model, card, images[:2], [labels[0], labels[1][:10]])
     with pytest.raises(InputError, match="mode must be one of decoder, full"):
@@ -176,3 +179,49 @@ def test_versions_save_list_and_roll_back(parent, tmp_path):
         find_version("polyp-test@7", tmp_path)
     loaded, loaded_card = load_checkpoint(v2)
     assert loaded_card.parent == "polyp-test@1" and state_equal(loaded, child)
+
+
+def test_region_split_holds_back_labelled_and_empty_blocks():
+    """One slice: a quarter of the labelled blocks and of the empty ones, whole blocks, seeded."""
+    label = np.zeros((64, 64), dtype=np.int64)
+    label[8:40, 16:48] = 1  # labels in 4 x 4 of the 8 x 8 blocks
+    held = _region_split(label, 0.25, seed=0)
+    blocks = held.reshape(REGION_GRID, 8, REGION_GRID, 8)
+    assert (blocks.all(axis=(1, 3)) == blocks.any(axis=(1, 3))).all()  # whole blocks only
+    assert blocks.any(axis=(1, 3)).sum() == 4 + 12  # 25 % of 16 labelled + 25 % of 48 empty blocks
+    assert (label[held] != 0).any() and (label[~held] != 0).any()
+    assert np.array_equal(held, _region_split(label, 0.25, seed=0))
+    assert not np.array_equal(held, _region_split(label, 0.25, seed=1))
+    tiny = np.zeros((64, 64), dtype=np.int64)
+    tiny[2:5, 2:5] = 1  # one labelled block: nothing left to train on if it were held back
+    with pytest.raises(InputError, match="labels in 1 of its 64 blocks"):
+        _region_split(tiny, 0.25, seed=0)
+
+
+def test_one_corrected_slice_trains_without_its_held_back_blocks(frames, parent, monkeypatch):
+    """With one slice the held-back blocks are hidden from the loss (``valid`` False there) and the
+    before/after Dice is scored on them alone."""
+    model, card = parent
+    images, labels = frames
+    seen = []
+    make_loss = finetune_module.make_loss
+
+    def spying_make_loss(num_classes):
+        loss = make_loss(num_classes)
+
+        def call(logits, target, valid=None):
+            seen.append(valid)
+            return loss(logits, target, valid)
+
+        return call
+
+    monkeypatch.setattr(finetune_module, "make_loss", spying_make_loss)
+    result = finetune(model, card, images[:1], labels[:1], time_budget_s=600, max_steps=3, anchors=SliceSet(),
+                      seed=2, lr=5e-3)
+    assert result.train_indices == result.heldout_indices == [0] and result.steps == 3
+    assert result.details["heldout"] == "blocks" and 0.1 < result.details["heldout_share_of_slice"] < 0.4
+    assert "of the slice (blocks)" in result.message
+    assert len(seen) == 3 and all(v is not None for v in seen)
+    hidden = [1 - v.float().mean().item() for v in seen]  # augmentation moves the blocks, not their share
+    assert all(0.05 < h < 0.5 for h in hidden), hidden
+    assert result.accepted == (result.dice_after > result.dice_before)

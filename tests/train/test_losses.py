@@ -155,3 +155,22 @@ def test_make_loss_picks_the_head() -> None:
     assert isinstance(make_loss(1), BinaryDiceBCELoss)
     with pytest.raises(ValueError, match=">= 1"):
         make_loss(0)
+
+
+def test_masked_losses_equal_the_losses_of_the_valid_pixels_alone() -> None:
+    """``valid`` drops pixels exactly: the loss equals the loss of a batch holding only the valid ones."""
+    torch.manual_seed(4)
+    logits, target = torch.randn(2, 5, 8, 8), torch.randint(0, 5, (2, 8, 8))
+    valid = torch.rand(2, 8, 8) > 0.3
+    kept_logits = logits.movedim(1, -1)[valid].T.unsqueeze(0)  # (1, C, n_valid): pixels as a 1-D "image"
+    kept_target = target[valid].unsqueeze(0)
+    for loss in (DiceLoss(5), DiceCELoss(num_classes=5)):
+        assert loss(logits, target, valid).item() == pytest.approx(loss(kept_logits, kept_target).item(), rel=1e-6)
+    binary_logits, binary_target = torch.randn(2, 1, 8, 8), torch.randint(0, 2, (2, 8, 8))
+    kept_binary = binary_logits[:, 0][valid].view(1, 1, -1)
+    for loss in (SoftDiceLoss(), BinaryDiceBCELoss()):
+        expected = loss(kept_binary, binary_target[valid].view(1, -1)).item()
+        assert loss(binary_logits, binary_target, valid).item() == pytest.approx(expected, rel=1e-6)
+    assert DiceCELoss()(logits, target, torch.ones_like(valid)).item() == pytest.approx(DiceCELoss()(logits, target).item())
+    with pytest.raises(ValueError, match="valid must have the target's shape"):
+        DiceLoss()(logits, target, valid[:, :4])

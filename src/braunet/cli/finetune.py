@@ -1,7 +1,8 @@
 """``braunet finetune``: fine-tune a model on corrected labels; keep it only if it measurably improves.
 
 IMAGES and LABELS as for ``braunet train`` (folders matched by file name, or files paired in order;
-volumes give their axial slices). A share of the slices (--holdback) is held back; the model is
+volumes give their axial slices). A share of the slices (--holdback) is held back (of a single
+slice: that share of its 8 x 8 blocks); the model is
 trained on the rest for --time-budget seconds (replaying the anchors.npz of the model folder, or of
 the bundled model of the same name)
 and scored on the held-back slices before and after. If the Dice improves, the new version (card:

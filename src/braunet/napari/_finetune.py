@@ -5,7 +5,8 @@
   layer was chosen here), updated on every paint, fill or undo.
 * Train runs :func:`braunet.train.finetune.finetune` in a worker on a copy of the current model,
   with a live loss curve, a progress bar over the time budget and Cancel. Some corrected slices are
-  held back: the widget shows their Dice before and after.
+  held back (with a single corrected slice, a quarter of its blocks): the widget shows their Dice
+  before and after.
 * Accept (only offered when the fine-tuned copy improved the held-back Dice without forgetting)
   adds the new version to the viewer's model store and makes it the Segment widget's model;
   Rollback selects its parent again (whose weights were never touched); Save writes the version
@@ -213,9 +214,8 @@ class FinetuneWidget(Container):
             self.status.value = "Choose the image and the corrected labels layer."
             return None
         images, masks, chosen = self.training_slices()
-        if len(chosen) < 2:
-            self.status.value = (f"{len(chosen)} edited slice(s): correct at least 2 (one is held back to "
-                                 "measure Dice), then Train.")  # fmt: skip
+        if not chosen:
+            self.status.value = "No edited slices: correct a slice with napari's brushes, then Train."
             return None
         store, device = self.store, self.device.value
         mode, budget, holdback = self.mode.value, float(self.time_budget.value), float(self.holdback.value)
@@ -259,6 +259,8 @@ class FinetuneWidget(Container):
         self.progress.value = 100
         self.loss_curve.set_values(result.losses)
         held = ", ".join(str(chosen[i]) for i in result.heldout_indices)
+        if result.details.get("heldout") == "blocks":  # one slice, split by blocks
+            held = f"{result.details['heldout_share_of_slice']:.0%} of slice {held}, by blocks"
         text = f"{result.dice_before:.3f} → {result.dice_after:.3f} (held back: {held})"
         if result.anchor_dice_before is not None:
             text += f"; anchors {result.anchor_dice_before:.3f} → {result.anchor_dice_after:.3f}"

@@ -3,7 +3,9 @@
 The napari Fine-tune widget and ``braunet finetune`` call :func:`finetune`. One round:
 
 1. Hold back a share of the corrected slices (``holdback``, at least one slice) and score the parent
-   model on them: ``dice_before``.
+   model on them: ``dice_before``. A single corrected slice is split instead: the same share of
+   its 8 x 8 blocks (stratified so that both parts hold labelled pixels) is held back, and
+   training ignores those pixels (the network still sees the whole slice).
 2. Train a copy of the model on the other slices for ``time_budget_s`` seconds (a step budget would
    take minutes on one machine and seconds on another). Each batch mixes augmented corrected slices
    with slices of the model's anchor set (a few of its original training slices, stored with the
@@ -33,6 +35,7 @@ class (:mod:`braunet.train.validation` explains the class set), which is stable 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as _dt
 import os
 import time
@@ -55,6 +58,8 @@ from braunet.train.validation import predict_prepared
 __all__ = ["MODES", "FinetuneProgress", "FinetuneResult", "finetune"]
 
 MODES = ("decoder", "full")
+REGION_GRID = 8  # a single corrected slice is held back by blocks of a REGION_GRID x REGION_GRID grid
+IGNORED = -1  # label value of the pixels training must not see (the held-back blocks)
 
 
 @dataclass
@@ -125,6 +130,34 @@ def _split(n: int, holdback: float, seed: int) -> tuple[list[int], list[int]]:
     held = min(n - 1, max(1, round(holdback * n)))
     order = np.random.default_rng(seed).permutation(n).tolist()
     return sorted(order[held:]), sorted(order[:held])
+
+
+def _region_split(label: np.ndarray, holdback: float, seed: int) -> np.ndarray:
+    """Hold back part of one corrected slice: (S, S) labels -> (S, S) bool, True where held back.
+
+    Why: with one corrected slice there is no other slice to measure on, but its pixels are not all
+    needed to learn from it. The slice is cut into REGION_GRID x REGION_GRID blocks; ``holdback``
+    of the blocks that hold labels and of those that do not are held back, at least one and never
+    all of the labelled ones, so both parts contain the structures the annotator corrected.
+    """
+    edges = np.linspace(0, label.shape[0], REGION_GRID + 1).round().astype(int)
+    cols = np.linspace(0, label.shape[1], REGION_GRID + 1).round().astype(int)
+    blocks = [(slice(edges[r], edges[r + 1]), slice(cols[c], cols[c + 1]))
+              for r in range(REGION_GRID) for c in range(REGION_GRID)]  # fmt: skip
+    labelled = [i for i, block in enumerate(blocks) if (label[block] != 0).any()]
+    empty = [i for i in range(len(blocks)) if i not in set(labelled)]
+    if len(labelled) < 2:
+        raise InputError(
+            f"the corrected slice has labels in {len(labelled)} of its {len(blocks)} blocks: too little to hold "
+            "part of it back and still train on the rest; correct a second slice"
+        )
+    rng = np.random.default_rng(seed)
+    held = list(rng.permutation(labelled)[: min(len(labelled) - 1, max(1, round(holdback * len(labelled))))])
+    held += list(rng.permutation(empty)[: round(holdback * len(empty))]) if empty else []
+    mask = np.zeros(label.shape, dtype=bool)
+    for i in held:
+        mask[blocks[int(i)]] = True
+    return mask
 
 
 def _set_trainable(model: BRAUNet, mode: str) -> list[nn.Parameter]:
@@ -213,7 +246,8 @@ def _train_copy(
         for group in optimizer.param_groups:
             group["lr"] = base_lr * 0.5 * (1 + np.cos(np.pi * frac))  # cosine decay over the budget
         optimizer.zero_grad(set_to_none=True)
-        loss = criterion(tuned(x).float(), y)
+        valid = y != IGNORED
+        loss = criterion(tuned(x).float(), y.clamp_min(0), None if bool(valid.all()) else valid)
         if l2sp:
             loss = loss + l2sp * sum(((p - p0) ** 2).sum() for p, p0 in zip(params, origin))
         loss.backward()
@@ -281,7 +315,7 @@ def finetune(
         mode: "decoder" (encoder frozen; default, safest with few slices) or "full".
         time_budget_s: wall-clock budget of the whole round, evaluations included.
         holdback: share of the slices held back for the before/after Dice (at least 1 slice; at
-            least 1 slice is always trained on).
+            least 1 slice is always trained on). With a single slice: that share of its blocks.
         progress: called after every step.
         should_stop: polled after every step; True raises :class:`braunet.errors.Cancelled` (the
             parent stays as it was).
@@ -303,7 +337,8 @@ def finetune(
             the validation split; 0.7 cost less on the validation split (models/README.md).
 
     Raises:
-        InputError: fewer than 2 slices, mismatched shapes, labels that are not classes of the model.
+        InputError: no slices, a single slice with too few labelled blocks to split, mismatched
+            shapes, labels that are not classes of the model.
         Cancelled: ``should_stop()`` returned True.
     """
     start = time.perf_counter()
@@ -317,14 +352,21 @@ def finetune(
         raise InputError(f"blend must be in (0, 1], got {blend}")
     if len(images) != len(labels):
         raise InputError(f"{len(images)} image slices but {len(labels)} label slices")
-    if len(images) < 2:
-        raise InputError(f"fine-tuning needs at least 2 corrected slices (1 to train, 1 to check), got {len(images)}")
+    if not images:
+        raise InputError("fine-tuning needs at least 1 corrected slice, got none")
     config = model.config
     binary = config.num_classes == 1
     slices = SliceSet.from_arrays(images, _labels_for(model, labels), group="corrected")
-    train_idx, held_idx = _split(len(slices), holdback, seed)
     data = prepare(slices, card.preprocessing, config.img_size, config.num_classes)
-    train_data, held_data = data.subset(train_idx), data.subset(held_idx)
+    held_region = None  # (S, S) bool where one slice is split by blocks
+    if len(slices) == 1:
+        train_idx = held_idx = [0]
+        held_region = _region_split(data.y[0].numpy(), holdback, seed)
+        hidden = torch.where(torch.from_numpy(held_region), torch.full_like(data.y, IGNORED), data.y)
+        train_data, held_data = dataclasses.replace(data, y=hidden), data
+    else:
+        train_idx, held_idx = _split(len(slices), holdback, seed)
+        train_data, held_data = data.subset(train_idx), data.subset(held_idx)
     anchor_set = _resolve_anchors(anchors, card)
     anchor_data = (
         prepare(anchor_set, card.preprocessing, config.img_size, config.num_classes) if anchor_set is not None else None
@@ -349,6 +391,8 @@ def finetune(
     _blend(model, tuned, blend)
     pred_after = predict_prepared(tuned, held_data.x).numpy()
     truth = held_data.y.numpy()
+    if held_region is not None:  # score the held-back blocks only
+        pred_before, pred_after, truth = (np.where(held_region, a, 0) for a in (pred_before, pred_after, truth))
     dice_before = _pooled_dice(pred_before, truth, binary, [pred_after])
     dice_after = _pooled_dice(pred_after, truth, binary, [pred_before])
     anchor_dice_before = anchor_dice_after = None
@@ -362,7 +406,8 @@ def finetune(
     improved = dice_after > dice_before
     forgot = anchor_dice_before is not None and anchor_dice_after < anchor_dice_before - max_anchor_drop
     accepted = improved and not forgot
-    summary = f"held-back Dice {dice_before:.3f} -> {dice_after:.3f} on {len(held_idx)} slice(s)"
+    where = f"{len(held_idx)} slice(s)" if held_region is None else f"{held_region.mean():.0%} of the slice (blocks)"
+    summary = f"held-back Dice {dice_before:.3f} -> {dice_after:.3f} on {where}"
     if anchor_dice_before is not None:
         summary += f", anchor Dice {anchor_dice_before:.3f} -> {anchor_dice_after:.3f}"
     if accepted:
@@ -379,7 +424,10 @@ def finetune(
         "n_train": len(train_idx), "n_heldout": len(held_idx), "n_anchors": len(anchor_data) if anchor_data else 0,
         "seed": seed, "lr": base_lr, "batch_size": batch_size, "anchors_per_batch": anchors_per_batch,
         "l2sp": l2sp, "blend": blend,
+        "heldout": "slices" if held_region is None else "blocks",
     }
+    if held_region is not None:
+        details["heldout_share_of_slice"] = round(float(held_region.mean()), 4)
     if accepted:
         new_card = copy.deepcopy(card)
         new_card.version = card.version + 1

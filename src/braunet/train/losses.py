@@ -71,6 +71,21 @@ def _check_binary(logits: Tensor, target: Tensor) -> Tensor:
     return target.float()
 
 
+def _valid_weight(valid: Tensor, target: Tensor) -> Tensor:
+    """(B, *S) bool mask of the pixels that count -> float weights; checked against the target."""
+    if tuple(valid.shape) != tuple(target.shape):
+        raise ValueError(f"valid must have the target's shape {tuple(target.shape)}, got {tuple(valid.shape)}")
+    if valid.dtype != torch.bool:
+        raise ValueError(f"valid must be a bool mask, got {valid.dtype}")
+    return valid.float()
+
+
+def _masked_mean(values: Tensor, valid: Tensor) -> Tensor:
+    """Mean of per-pixel ``values`` (B, *S) over the valid pixels (0 when there are none)."""
+    weight = _valid_weight(valid, values)
+    return (values * weight).sum() / weight.sum().clamp_min(1.0)
+
+
 class DiceLoss(nn.Module):
     """Official multi-class soft Dice loss over softmax probabilities.
 
@@ -83,7 +98,8 @@ class DiceLoss(nn.Module):
         smooth: Added to numerator and denominator.
 
     Shapes:
-        logits: (B, C, *S) raw network output; target: (B, *S) integer class ids in [0, C).
+        logits: (B, C, *S) raw network output; target: (B, *S) integer class ids in [0, C);
+        valid: optional (B, *S) bool, the pixels that count (e.g. the labelled part of a slice).
         Returns a scalar.
     """
 
@@ -92,10 +108,13 @@ class DiceLoss(nn.Module):
         self.num_classes = num_classes
         self.smooth = smooth
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+    def forward(self, logits: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
         channels = _check_multiclass(logits, target, self.num_classes)
         probs = torch.softmax(logits.float(), dim=1)
         one_hot = F.one_hot(target.long(), channels).movedim(-1, 1).float()  # (B, C, *S)
+        if valid is not None:
+            weight = _valid_weight(valid, target).unsqueeze(1)  # (B, 1, *S)
+            probs, one_hot = probs * weight, one_hot * weight
         dims = (0, *range(2, logits.ndim))  # batch and space: one ratio per class
         intersect = (probs * one_hot).sum(dims)
         z_sum = (probs * probs).sum(dims)
@@ -113,7 +132,8 @@ class DiceCELoss(nn.Module):
         num_classes: Expected channel count; ``None`` accepts any count >= 2.
 
     Shapes:
-        logits: (B, C, *S); target: (B, *S) integer class ids. Returns a scalar.
+        logits: (B, C, *S); target: (B, *S) integer class ids; valid: optional (B, *S) bool, the
+        pixels that count. Returns a scalar.
     """
 
     def __init__(
@@ -124,14 +144,17 @@ class DiceCELoss(nn.Module):
         self.dice_weight = dice_weight
         self.dice = DiceLoss(num_classes)
 
-    def terms(self, logits: Tensor, target: Tensor) -> dict[str, Tensor]:
+    def terms(self, logits: Tensor, target: Tensor, valid: Tensor | None = None) -> dict[str, Tensor]:
         """Return ``{"loss", "ce", "dice"}`` (scalars), so a training loop can log both terms."""
-        dice = self.dice(logits, target)  # validates the shapes and values first
-        ce = F.cross_entropy(logits.float(), target.long())
+        dice = self.dice(logits, target, valid)  # validates the shapes and values first
+        if valid is None:
+            ce = F.cross_entropy(logits.float(), target.long())
+        else:
+            ce = _masked_mean(F.cross_entropy(logits.float(), target.long(), reduction="none"), valid)
         return {"loss": self.ce_weight * ce + self.dice_weight * dice, "ce": ce, "dice": dice}
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return self.terms(logits, target)["loss"]
+    def forward(self, logits: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
+        return self.terms(logits, target, valid)["loss"]
 
 
 class SoftDiceLoss(nn.Module):
@@ -143,16 +166,19 @@ class SoftDiceLoss(nn.Module):
 
     Shapes:
         logits: (B, 1, *S) raw network output; target: (B, *S) or (B, 1, *S), values 0 or 1
-        (any dtype). Returns a scalar.
+        (any dtype); valid: optional (B, *S) bool, the pixels that count. Returns a scalar.
     """
 
     def __init__(self, smooth: float = 1.0) -> None:
         super().__init__()
         self.smooth = smooth
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+    def forward(self, logits: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
         target = _check_binary(logits, target)
         probs = torch.sigmoid(logits.float())
+        if valid is not None:
+            weight = _valid_weight(valid, target[:, 0]).unsqueeze(1)
+            probs, target = probs * weight, target * weight
         intersect = (probs * target).sum()
         return 1 - (2 * intersect + self.smooth) / (probs.sum() + target.sum() + self.smooth)
 
@@ -168,7 +194,8 @@ class BinaryDiceBCELoss(nn.Module):
         bce_weight: Weight of the mean binary cross-entropy on logits.
 
     Shapes:
-        logits: (B, 1, *S); target: (B, *S) or (B, 1, *S), values 0 or 1. Returns a scalar.
+        logits: (B, 1, *S); target: (B, *S) or (B, 1, *S), values 0 or 1; valid: optional
+        (B, *S) bool, the pixels that count. Returns a scalar.
     """
 
     def __init__(self, dice_weight: float = 0.6, bce_weight: float = 0.4) -> None:
@@ -177,15 +204,18 @@ class BinaryDiceBCELoss(nn.Module):
         self.bce_weight = bce_weight
         self.dice = SoftDiceLoss()
 
-    def terms(self, logits: Tensor, target: Tensor) -> dict[str, Tensor]:
+    def terms(self, logits: Tensor, target: Tensor, valid: Tensor | None = None) -> dict[str, Tensor]:
         """Return ``{"loss", "bce", "dice"}`` (scalars), so a training loop can log both terms."""
         target = _check_binary(logits, target)
-        dice = self.dice(logits, target)
-        bce = F.binary_cross_entropy_with_logits(logits.float(), target)
+        dice = self.dice(logits, target, valid)
+        if valid is None:
+            bce = F.binary_cross_entropy_with_logits(logits.float(), target)
+        else:
+            bce = _masked_mean(F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")[:, 0], valid)
         return {"loss": self.dice_weight * dice + self.bce_weight * bce, "bce": bce, "dice": dice}
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return self.terms(logits, target)["loss"]
+    def forward(self, logits: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
+        return self.terms(logits, target, valid)["loss"]
 
 
 def make_loss(num_classes: int) -> nn.Module:
