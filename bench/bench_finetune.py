@@ -98,18 +98,18 @@ def main() -> None:
         )
     for mode in args.modes:
         mine = [r for r in runs if r["mode"] == mode]
+        mean_gain = sum(r["gain"] for r in mine) / len(mine)
+        mean_val_change = sum(r["val_change"] for r in mine) / len(mine)
         emit(
             bench="finetune_summary", mode=mode, n_seeds=len(mine), blend=mine[0]["blend"],
             mean_wall_s=round(sum(r["wall_s"] for r in mine) / len(mine), 2),
-            mean_gain=round(sum(r["gain"] for r in mine) / len(mine), 4),
-            min_gain=round(min(r["gain"] for r in mine), 4),
-            mean_val_change=round(sum(r["val_change"] for r in mine) / len(mine), 4),
-            min_val_change=round(min(r["val_change"] for r in mine), 4),
+            mean_gain=round(mean_gain, 4), min_gain=round(min(r["gain"] for r in mine), 4),
+            mean_val_change=round(mean_val_change, 4), min_val_change=round(min(r["val_change"] for r in mine), 4),
             accepted=sum(r["accepted"] for r in mine),
             meets_targets=bool(
                 max(r["wall_s"] for r in mine) <= TARGET_WALL_S
-                and sum(r["gain"] for r in mine) / len(mine) >= TARGET_GAIN
-                and sum(r["val_change"] for r in mine) / len(mine) >= -TARGET_VAL_DROP
+                and mean_gain >= TARGET_GAIN
+                and mean_val_change >= -TARGET_VAL_DROP
             ),
         )
 

@@ -22,6 +22,7 @@ agree in outputs and gradients.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -103,10 +104,25 @@ def _heads(rows: Tensor, windows: int, heads: int) -> Tensor:
 class _ChunkInputs:
     """Index tensors of one chunk of query windows and its routed windows."""
 
-    def __init__(self, layout: _Layout, flat_index: Tensor, topk: int, rows: slice, device: torch.device):
+    def __init__(self, layout: _Layout, flat_index: Tensor, topk: int, rows: slice):
         self.count = rows.stop - rows.start
-        self.query_rows = layout.pixels(torch.arange(rows.start, rows.stop, device=device))  # (R hw,)
+        self.query_rows = layout.pixels(torch.arange(rows.start, rows.stop, device=flat_index.device))  # (R hw,)
         self.routed_rows = layout.pixels(flat_index[rows.start * topk : rows.stop * topk])  # (R topk hw,)
+
+    def gather(self, q: Tensor, k: Tensor, v: Tensor, heads: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Pixel rows -> (R, heads, hw, d) queries and (R, heads, topk hw, d) routed keys and values."""
+        return (
+            _heads(q.index_select(0, self.query_rows), self.count, heads),
+            _heads(k.index_select(0, self.routed_rows), self.count, heads),
+            _heads(v.index_select(0, self.routed_rows), self.count, heads),
+        )
+
+
+def _chunks(layout: _Layout, flat_index: Tensor, topk: int, k: Tensor, v: Tensor) -> Iterator[_ChunkInputs]:
+    """The chunks of query windows whose routed keys and values stay under _CHUNK_BYTES."""
+    bytes_per_row = (k.shape[1] + v.shape[1]) * k.element_size()
+    for rows in layout.chunks(topk, bytes_per_row):
+        yield _ChunkInputs(layout, flat_index, topk, rows)
 
 
 def _split_qkv(qkv_rows: Tensor, qk_dim: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -129,15 +145,8 @@ def _bra_forward(qkv: Tensor, weight: Tensor, bias: Tensor | None, flat_index: T
     qkv_rows = qkv.reshape(-1, qkv.shape[-1])
     q, k, v = _split_qkv(qkv_rows, qk_dim)
     out = _lepe(v, layout, weight, bias).reshape(-1, v.shape[1]).contiguous()  # (N*H*W, C)
-    bytes_per_row = (k.shape[1] + v.shape[1]) * qkv.element_size()
-    for rows in layout.chunks(topk, bytes_per_row):
-        c = _ChunkInputs(layout, flat_index, topk, rows, qkv.device)
-        attended = F.scaled_dot_product_attention(
-            _heads(q.index_select(0, c.query_rows), c.count, heads),
-            _heads(k.index_select(0, c.routed_rows), c.count, heads),
-            _heads(v.index_select(0, c.routed_rows), c.count, heads),
-            scale=scale,
-        )  # (R, heads, hw, C / heads)
+    for c in _chunks(layout, flat_index, topk, k, v):
+        attended = F.scaled_dot_product_attention(*c.gather(q, k, v, heads), scale=scale)  # (R, heads, hw, C/heads)
         out.index_add_(0, c.query_rows, attended.transpose(1, 2).reshape(-1, v.shape[1]))
     return out.view(*qkv.shape[:-1], v.shape[1])
 
@@ -178,15 +187,9 @@ class _RoutedAttentionLePE(torch.autograd.Function):
         grad_q, grad_k, grad_v = _split_qkv(grad_qkv, qk_dim)
         grad_v.copy_(lepe_grads.pop(0))
 
-        bytes_per_row = (k.shape[1] + v.shape[1]) * qkv.element_size()
-        for rows in layout.chunks(topk, bytes_per_row):
-            c = _ChunkInputs(layout, flat_index, topk, rows, qkv.device)
+        for c in _chunks(layout, flat_index, topk, k, v):
             with torch.enable_grad():
-                inputs = (
-                    _heads(q.index_select(0, c.query_rows), c.count, heads).requires_grad_(True),
-                    _heads(k.index_select(0, c.routed_rows), c.count, heads).requires_grad_(True),
-                    _heads(v.index_select(0, c.routed_rows), c.count, heads).requires_grad_(True),
-                )
+                inputs = tuple(t.requires_grad_(True) for t in c.gather(q, k, v, heads))
                 attended = F.scaled_dot_product_attention(*inputs, scale=ctx.scale)
                 upstream = _heads(grad_rows.index_select(0, c.query_rows), c.count, heads)
                 d_q, d_k, d_v = torch.autograd.grad(attended, inputs, upstream)

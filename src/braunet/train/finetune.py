@@ -145,7 +145,7 @@ def _region_split(label: np.ndarray, holdback: float, seed: int) -> np.ndarray:
     blocks = [(slice(edges[r], edges[r + 1]), slice(cols[c], cols[c + 1]))
               for r in range(REGION_GRID) for c in range(REGION_GRID)]  # fmt: skip
     labelled = [i for i, block in enumerate(blocks) if (label[block] != 0).any()]
-    empty = [i for i in range(len(blocks)) if i not in set(labelled)]
+    empty = sorted(set(range(len(blocks))) - set(labelled))
     if len(labelled) < 2:
         raise InputError(
             f"the corrected slice has labels in {len(labelled)} of its {len(blocks)} blocks: too little to hold "
@@ -153,7 +153,7 @@ def _region_split(label: np.ndarray, holdback: float, seed: int) -> np.ndarray:
         )
     rng = np.random.default_rng(seed)
     held = list(rng.permutation(labelled)[: min(len(labelled) - 1, max(1, round(holdback * len(labelled))))])
-    held += list(rng.permutation(empty)[: round(holdback * len(empty))]) if empty else []
+    held += list(rng.permutation(empty)[: round(holdback * len(empty))])
     mask = np.zeros(label.shape, dtype=bool)
     for i in held:
         mask[blocks[int(i)]] = True
@@ -362,7 +362,7 @@ def finetune(
     if len(slices) == 1:
         train_idx = held_idx = [0]
         held_region = _region_split(data.y[0].numpy(), holdback, seed)
-        hidden = torch.where(torch.from_numpy(held_region), torch.full_like(data.y, IGNORED), data.y)
+        hidden = data.y.masked_fill(torch.from_numpy(held_region), IGNORED)
         train_data, held_data = dataclasses.replace(data, y=hidden), data
     else:
         train_idx, held_idx = _split(len(slices), holdback, seed)
