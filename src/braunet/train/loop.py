@@ -516,7 +516,9 @@ def fit(
                 where = f"epoch {epoch}, step {state.step}"
                 resume = f"; resume it with resume=True from {path}" if path is not None else ""
                 raise Cancelled(f"training stopped in {where}{resume}")
-            if (config.max_time_s and elapsed >= config.max_time_s) or (total_steps and state.step >= total_steps):
+            if (config.max_time_s is not None and elapsed >= config.max_time_s) or (
+                config.max_steps is not None and state.step >= config.max_steps
+            ):
                 stop = True
                 break
 
