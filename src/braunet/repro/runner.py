@@ -442,7 +442,8 @@ def run_recipe(
         record.update(task.headline(result))
         saved["evaluations"].append({"epoch": epoch, **task.headline(result)})
         if recipe.get("evaluation.save_checkpoints", False):
-            save_checkpoint(model, card_now(state, {"official_test": result}), out / "evaluations" / f"epoch_{epoch:03d}")
+            folder = out / "evaluations" / f"epoch_{epoch:03d}"
+            save_checkpoint(model, card_now(state, {"official_test": result}), folder)
         if progress:
             progress(RecipeProgress(epoch, epochs, state.step, state.total_steps or 0, record["loss"] or float("nan"),
                                     record["lr"] or 0.0, state.elapsed, result))

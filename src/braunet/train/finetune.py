@@ -239,7 +239,9 @@ def _train_copy(
     criterion = make_loss(model.config.num_classes)
     kind = "ct" if card.preprocessing.get("kind") == "ct" else "rgb"
     corrected = AugmentedSlices(train_data, kind, seed=seed)
-    replay = AugmentedSlices(anchor_data, kind, seed=seed + 1) if anchor_data is not None and anchors_per_batch else None
+    replay = None
+    if anchor_data is not None and anchors_per_batch:
+        replay = AugmentedSlices(anchor_data, kind, seed=seed + 1)
     n = len(corrected)
 
     def batches(step: int) -> list[list[int]]:

@@ -449,13 +449,15 @@ def fit(
 
     net: nn.Module = model
     if info.world_size > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[info.local_rank] if device.type == "cuda" else None)
+        ids = [info.local_rank] if device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     epoch_batches = batches or _EpochBatches(len(dataset), config, info)
     total_steps = len(epoch_batches(0)) * config.epochs if config.epochs is not None else None
     if config.max_steps is not None:
         total_steps = config.max_steps if total_steps is None else min(total_steps, config.max_steps)
     state.total_steps = total_steps
     started = (config.started_at if config.started_at is not None else time.perf_counter()) - state.elapsed
+    state.elapsed = time.perf_counter() - started
 
     def save_state() -> None:
         if path is None or not info.is_main:
@@ -463,8 +465,9 @@ def fit(
         from braunet._atomic import atomic_path
 
         payload = {
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if use_amp else {},
-            "rng": _rng_state(device), **({"best_model": best_weights} if best_weights and config.restore_best else {}),
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scaler": scaler.state_dict() if use_amp else {}, "rng": _rng_state(device),
+            **({"best_model": best_weights} if best_weights and config.restore_best else {}),
             **state_check, **extra_state, **asdict(state),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -509,7 +512,8 @@ def fit(
             elapsed, stop_flag = _agree_max([time.perf_counter() - started, float(local_stop)], info)
             state.elapsed = elapsed
             if hooks.on_step and info.is_main:
-                hooks.on_step(Step(epoch, state.step, total_steps, elapsed, state.epoch_losses[-1], lr_now, state.best_score))
+                loss_now = state.epoch_losses[-1]
+                hooks.on_step(Step(epoch, state.step, total_steps, elapsed, loss_now, lr_now, state.best_score))
             if stop_flag:
                 save_state()
                 _barrier(info)

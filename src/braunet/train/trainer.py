@@ -301,7 +301,8 @@ def train(
     )
     hooks = FitHooks(
         on_step=on_step, should_stop=should_stop, validate=validate if val_data is not None else None,
-        on_best=on_best, on_epoch_end=on_epoch_end, load_best=saved_best if (out / "model.safetensors").is_file() else None,
+        on_best=on_best, on_epoch_end=on_epoch_end,
+        load_best=saved_best if (out / "model.safetensors").is_file() else None,
     )
     result = fit(
         model, used_parameters(model), dataset,
