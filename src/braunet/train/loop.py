@@ -3,7 +3,7 @@
 :func:`braunet.train.trainer.train` (our defaults), :func:`braunet.repro.runner.run_recipe` (the
 paper's protocols) and :func:`braunet.train.finetune.finetune` (a few corrected slices) are policies
 over it: each chooses the loss, the optimizer, the learning-rate schedule, the trainable parameters,
-the data and the validation, and :func:`fit` runs them. It knows nothing about models cards,
+the data and the validation, and :func:`fit` runs them. It knows nothing about model cards,
 recipes or fine-tuning.
 
 What the loop owns:

@@ -20,10 +20,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from braunet.errors import InputError
 from braunet.model import BRAUNet, ModelCard
 from braunet.train.trainer import TrainConfig, TrainProgress, TrainResult, train
+
+if TYPE_CHECKING:
+    from braunet.train.data import SliceSet
 
 __all__ = ["default_class_names", "train_on_files", "train_on_slices"]
 
@@ -49,8 +53,8 @@ def default_class_names(num_classes: int, names: Sequence[str] | None = None) ->
 
 def train_on_slices(
     card: ModelCard,
-    train_slices,
-    val_slices,
+    train_slices: SliceSet,
+    val_slices: SliceSet | None,
     out_dir: str | os.PathLike,
     config: TrainConfig | None = None,
     *,
