@@ -43,11 +43,13 @@ sys.path.insert(0, str(REPO / "src"))
 
 from braunet.data import SYNAPSE8_CLASSES, SYNAPSE8_COLORS  # noqa: E402
 from braunet.infer.preprocess import official_preprocessing  # noqa: E402
-from braunet.model import BRAUNet, ModelCard, get_preset, save_checkpoint  # noqa: E402
+from braunet.model import ModelCard, get_preset, save_checkpoint  # noqa: E402
 from braunet.train.anchors import save_anchors  # noqa: E402
-from braunet.train.data import SliceSet, load_image_pair, load_volume_pair, prepare  # noqa: E402
+from braunet.train.data import SliceSet, load_image_pair, load_volume_pair  # noqa: E402
 from braunet.train.evaluate import evaluate_slices  # noqa: E402
-from braunet.train.trainer import TrainConfig, describe_hardware, train  # noqa: E402
+from braunet.train.loop import describe_hardware  # noqa: E402
+from braunet.train.run import train_on_slices  # noqa: E402
+from braunet.train.trainer import TrainConfig  # noqa: E402
 
 MODELS = ("ct-abdomen-8", "polyp", "skin-lesion")
 
@@ -260,11 +262,7 @@ def build(
     import torch
 
     torch.set_num_threads(threads)  # reason: on a shared 2-core machine 2 threads ran 3x slower than 1
-    torch.manual_seed(seed)
-    model = BRAUNet(preset)
     print(f"[{name}] preparing {len(train_set)} training and {len(val_set)} validation slices", flush=True)
-    train_data = prepare(train_set, preprocessing, preset.img_size, preset.num_classes)
-    val_data = prepare(val_set, preprocessing, preset.img_size, preset.num_classes)
     last_print = [0.0]
 
     def progress(p) -> None:
@@ -273,8 +271,8 @@ def build(
             print(f"[{name}] epoch {p.epoch} step {p.step} {p.elapsed_s:.0f}s loss {p.loss:.3f} lr {p.lr:.2e} "
                   f"val {p.val_dice if p.val_dice is None else round(p.val_dice, 4)} best {p.best_dice}", flush=True)
 
-    result = train(model, card, train_data, val_data, work / name, config, progress=progress, device="cpu",
-                   resume=resume)
+    result = train_on_slices(card, train_set, val_set, work / name, config, progress=progress, device="cpu",
+                             resume=resume)
     card = result.card
     card.training["hardware"] = describe_hardware(torch.device("cpu")) + (
         " (a 2-core machine shared with other jobs; wall time includes waiting for the CPU)"

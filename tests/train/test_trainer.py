@@ -11,7 +11,8 @@ import torch
 from braunet.errors import Cancelled
 from braunet.model import load_checkpoint
 from braunet.train.data import load_volume_pair, prepare
-from braunet.train.trainer import STATE_FILE, TrainConfig, _batch_loss, train
+from braunet.train.loop import STATE_FILE
+from braunet.train.trainer import TrainConfig, _batch_loss, train
 from braunet.train.losses import make_loss
 from braunet.train.validation import validation_dice
 from tests.train._shared import data_root, one_torch_thread, tiny_card, tiny_model  # noqa: F401
@@ -91,3 +92,23 @@ def test_partial_labels_do_not_punish_unannotated_organs():
     # and a missed liver still costs as much under both
     logits[:, 5, :4] = -4.0
     assert _batch_loss(criterion, logits, target, known_liver) > 0.5
+
+
+def test_train_on_slices_prepares_seeds_and_trains_without_validation(tmp_path):
+    """The library entry the CLI and scripts/train_bundled.py share: slice sets at their own size in,
+    a saved model out; no validation set keeps the last weights."""
+    from braunet.train.run import train_on_slices
+
+    ct = data_root() / "totalseg_ct"
+    if not ct.is_dir():
+        pytest.skip("shared data not found")
+    card = tiny_card(9, "ct")
+    slices = load_volume_pair(ct / "case01sm_ct.nii.gz", ct / "case01sm_label_synapse8.nii.gz", num_classes=9,
+                              slices=range(8, 16, 2))
+    config = TrainConfig(epochs=1, batch_size=2, augment="none", seed=4)
+    result = train_on_slices(card, slices, None, tmp_path / "a", config, device="cpu")
+    again = train_on_slices(card, slices, None, tmp_path / "b", config, device="cpu")
+    assert result.best_dice is None and result.best_epoch == 0 and result.steps == 2
+    assert result.card.training["n_train_slices"] == 4 and result.card.training["n_val_slices"] == 0
+    loaded, _ = load_checkpoint(tmp_path / "a")
+    assert all(torch.equal(v, again.model.state_dict()[k]) for k, v in loaded.state_dict().items())  # seeded

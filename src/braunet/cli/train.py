@@ -54,64 +54,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _class_names(text: str | None, num_classes: int) -> list[str]:
-    from braunet.data import SYNAPSE8_CLASSES
-    from braunet.errors import InputError
-
-    count = max(num_classes, 2)
-    if text:
-        names = [n.strip() for n in text.split(",")]
-        if len(names) != count:
-            raise InputError(f"--class-names: {len(names)} names for {count} classes")
-        return names
-    if num_classes == 9:
-        return list(SYNAPSE8_CLASSES)
-    if num_classes == 1:
-        return ["background", "foreground"]
-    return ["background"] + [f"class_{i}" for i in range(1, count)]
-
-
 def run(args: argparse.Namespace) -> int:
+    """Parse the settings, call :func:`braunet.train.run.train_on_files`, print the summary."""
     if args.recipe:
         from braunet.repro.cli import run_recipe_command
 
         return run_recipe_command(args)
-    if not (args.preset and args.images and args.labels):
-        from braunet.errors import InputError
+    from braunet.errors import InputError
 
+    if not (args.preset and args.images and args.labels):
         raise InputError("give --preset, --images and --labels (or --recipe NAME)")
-    import torch
     from tqdm import tqdm
 
-    from braunet.errors import InputError
-    from braunet.infer.device import resolve_device
-    from braunet.infer.preprocess import official_preprocessing
-    from braunet.model import BRAUNet, ModelCard, get_preset
-    from braunet.train.data import collect_pairs, load_pairs, prepare, split_validation
-    from braunet.train.trainer import TrainConfig, setup_distributed, train
-    from braunet.zoo import load_model
-
-    try:
-        preset = get_preset(args.preset)
-    except ValueError as error:
-        raise InputError(str(error)) from None
-    num_classes = args.num_classes or preset.num_classes
-    config = preset.replace(num_classes=num_classes)
-    pairs = collect_pairs(args.images, args.labels)
-    kind = args.preprocessing or ("rgb" if pairs[0][0].suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif",
-                                                                            ".tiff") else "ct")
-    preprocessing = official_preprocessing(kind)
-    view = preprocessing.get("view", "radiological")
-    slices = load_pairs(pairs, num_classes=num_classes, view=view)
-    if args.val_images or args.val_labels:
-        if not (args.val_images and args.val_labels):
-            raise InputError("give both --val-images and --val-labels")
-        val_slices = load_pairs(collect_pairs(args.val_images, args.val_labels), num_classes=num_classes, view=view)
-        split = "given validation files"
-        train_slices = slices
-    else:
-        train_idx, val_idx, split = split_validation(slices, args.val_fraction)
-        train_slices, val_slices = slices.subset(train_idx), slices.subset(val_idx)
+    from braunet.train.run import train_on_files
+    from braunet.train.trainer import TrainConfig
 
     settings = dict(epochs=args.epochs, max_time_s=args.time_limit, batch_size=args.batch_size, lr=args.lr,
                     seed=args.seed)
@@ -121,37 +77,16 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, json.JSONDecodeError) as error:
             raise InputError(f"{args.config}: cannot read the settings ({error})") from None
     try:
-        train_config = TrainConfig.from_dict(settings)
+        config = TrainConfig.from_dict(settings)
     except (TypeError, ValueError) as error:
         raise InputError(f"training settings: {error}") from None
-
-    device = resolve_device(args.device)
-    info = setup_distributed(device.type if device.type != "cuda" else "cuda")
-    torch.manual_seed(args.seed)
-    if args.init:
-        model, init_card = load_model(args.init, "cpu")
-        if model.config != config:
-            raise InputError(f"--init {args.init}: its architecture differs from preset {args.preset} "
-                             f"with {num_classes} classes")
-        model.train()
-    else:
-        model = BRAUNet(config)
     name = args.name or args.out.resolve().name
-    command = "braunet " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
-    card = ModelCard(
-        name=name, config=config, class_names=_class_names(args.class_names, num_classes),
-        preprocessing=preprocessing,
-        training={
-            "preset": args.preset, "data": [str(p) for pair in pairs[:50] for p in pair], "split": split,
-            "initialisation": args.init or "random", **({"command": command} if command else {}),
-        },
-    )
-    train_data = prepare(train_slices, preprocessing, config.img_size, num_classes)
-    val_data = prepare(val_slices, preprocessing, config.img_size, num_classes)
-    bar = tqdm(total=None, unit="step", disable=None if info.is_main else True, file=sys.stderr,
-               desc=f"train {name}")
+    bars = []  # made at the first step: only rank 0 reports progress
 
     def progress(p) -> None:
+        if not bars:
+            bars.append(tqdm(total=None, unit="step", disable=None, file=sys.stderr, desc=f"train {name}"))
+        bar = bars[0]
         bar.total = p.total_steps
         bar.update(p.step - bar.n)
         post = {"loss": f"{p.loss:.3f}"}
@@ -159,24 +94,35 @@ def run(args: argparse.Namespace) -> int:
             post["best_dice"] = f"{p.best_dice:.3f}"
         bar.set_postfix(post, refresh=False)
 
+    command = "braunet " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
     try:
-        result = train(model, card, train_data, val_data, args.out, train_config, resume=args.resume,
-                       progress=progress, device=str(info.device))
+        result = train_on_files(
+            args.images, args.labels, args.out, preset=args.preset, num_classes=args.num_classes,
+            class_names=[n.strip() for n in args.class_names.split(",")] if args.class_names else None,
+            preprocessing=args.preprocessing, val_images=args.val_images, val_labels=args.val_labels,
+            val_fraction=args.val_fraction, name=name, init=args.init, config=config, command=command,
+            resume=args.resume, progress=progress, device=args.device,
+        )
     finally:
-        bar.close()
-    if info.is_main:
-        summary = {
+        for bar in bars:
+            bar.close()
+    if result.world_size > 1:  # torchrun: only rank 0 reports
+        import torch.distributed as dist
+
+        rank = dist.get_rank()
+        dist.destroy_process_group()
+        if rank != 0:
+            return 0
+    training = result.card.training
+    n_train, n_val, split = training["n_train_slices"], training["n_val_slices"], training["split"]
+    if args.json:
+        print(json.dumps({
             "out": str(result.out_dir), "best_val_dice": result.best_dice, "best_epoch": result.best_epoch,
             "epochs": result.epochs_run, "steps": result.steps, "wall_s": round(result.wall_s, 1),
-            "n_train": len(train_data), "n_val": len(val_data), "world_size": result.world_size, "split": split,
-        }
-        if args.json:
-            print(json.dumps(summary))
-        else:
-            best = "n/a" if result.best_dice is None else f"{result.best_dice:.4f}"
-            print(f"{result.out_dir}: best validation Dice {best} (epoch {result.best_epoch}), "
-                  f"{result.epochs_run} epochs, {result.wall_s:.0f} s, {len(train_data)} train / "
-                  f"{len(val_data)} validation slices")
-    if info.world_size > 1:
-        torch.distributed.destroy_process_group()
+            "n_train": n_train, "n_val": n_val, "world_size": result.world_size, "split": split,
+        }))
+    else:
+        best = "n/a" if result.best_dice is None else f"{result.best_dice:.4f}"
+        print(f"{result.out_dir}: best validation Dice {best} (epoch {result.best_epoch}), "
+              f"{result.epochs_run} epochs, {result.wall_s:.0f} s, {n_train} train / {n_val} validation slices")
     return 0

@@ -8,7 +8,7 @@ the run should reproduce) and ``deviations`` (where ours differs from the offici
 
 The bundled recipes live in the repository's ``recipes/`` folder (``braunet/recipes`` in the
 installed package): ``synapse``, ``synapse-nosccsa``, ``isic`` and ``cvc``. A path to any JSON file
-of the same shape works too, and :meth:`Recipe.with_overrides` changes fields for a run
+of the same shape works too, and :meth:`TrainingProtocol.with_overrides` changes fields for a run
 (``{"epochs": 2, "model.preset": "tiny"}``), which is how the tests run them at toy scale.
 
 Example::
@@ -30,7 +30,7 @@ from typing import Any
 
 from braunet.errors import InputError
 
-__all__ = ["RECIPES_DIR_ENV", "Recipe", "list_recipes", "load_recipe", "recipes_dir"]
+__all__ = ["RECIPES_DIR_ENV", "TrainingProtocol", "list_recipes", "load_recipe", "recipes_dir"]
 
 RECIPES_DIR_ENV = "BRAUNET_RECIPES_DIR"
 
@@ -73,8 +73,9 @@ def _get(data: dict[str, Any], dotted: str) -> Any:
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """A validated recipe. ``data`` is the parsed JSON; accessors give typed views of it.
+class TrainingProtocol:
+    """A validated recipe: a training protocol (not the preprocessing recipe of
+    :mod:`braunet.infer.preprocess`). ``data`` is the parsed JSON; accessors give typed views of it.
 
     Attributes:
         data: the recipe dictionary (see ``recipes/synapse.json`` for every field).
@@ -142,7 +143,7 @@ class Recipe:
 
     # -- changes ----------------------------------------------------------------------------
 
-    def with_overrides(self, overrides: dict[str, Any]) -> Recipe:
+    def with_overrides(self, overrides: dict[str, Any]) -> TrainingProtocol:
         """A copy with dotted fields replaced, e.g. ``{"epochs": 2, "optimizer.lr": 0.01}``.
 
         The changes are recorded under ``overrides`` so the model card shows how the run differs
@@ -158,13 +159,13 @@ class Recipe:
                 node = node[part]
             node[parts[-1]] = value
         data.setdefault("overrides", {}).update(overrides)
-        return Recipe(data, self.source)
+        return TrainingProtocol(data, self.source)
 
     def to_dict(self) -> dict[str, Any]:
         return copy.deepcopy(self.data)
 
 
-def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
+def load_recipe(name_or_path: str | os.PathLike) -> TrainingProtocol:
     """Load a bundled recipe by name (``"synapse"``) or any recipe JSON file by path.
 
     Raises:
@@ -185,4 +186,4 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
         raise InputError(f"{path}: not a readable JSON recipe ({error})") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: a recipe must be a JSON object")
-    return Recipe(data, str(path))
+    return TrainingProtocol(data, str(path))

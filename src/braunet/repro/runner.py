@@ -1,11 +1,11 @@
-"""Run a recipe (:mod:`braunet.repro.recipes`): the official training loop, evaluations and outputs.
+"""Run a recipe (:mod:`braunet.repro.recipes`): the official training protocol, evaluations and outputs.
 
-The loop is the official one, step for step: per-iteration polynomial decay set after each
-optimizer step (Synapse) or a cosine schedule stepped per epoch (ISIC / CVC), the recipe's loss and
-augmentation, the official evaluation schedule. It reuses the training backend's building blocks
-(:func:`braunet.train.trainer.setup_distributed` for ``torchrun``/DDP, the losses, the data
-readers, checkpoints) but not its loop, whose warm-up, gradient clipping, AdamW and best-by-Dice
-selection are our defaults, not the paper's.
+A recipe compiles into the arguments of the one training loop, :func:`braunet.train.loop.fit`
+(which brings ``torchrun``/DDP, AMP, resume and cancellation): the official optimizer, the
+per-iteration polynomial decay set after each optimizer step (Synapse) or a cosine schedule stepped
+per epoch (ISIC / CVC), the recipe's loss and augmentation, no warm-up or gradient clipping, the
+official evaluation schedule and model selection (the last epoch; ISIC / CVC also keep the lowest
+validation loss). An interrupted epoch is re-run from its first batch on resume.
 
 Two tasks:
 
@@ -38,14 +38,22 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from braunet.errors import Cancelled, CheckpointError, InputError
+from braunet.errors import InputError
 from braunet.model import BRAUNet, ModelCard, save_checkpoint
-from braunet.repro.recipes import Recipe
-from braunet.train.trainer import EpochShuffle
+from braunet.repro.recipes import TrainingProtocol
+from braunet.train.loop import (
+    STATE_FILE,
+    FitConfig,
+    FitHooks,
+    FitState,
+    Step,
+    describe_hardware,
+    fit,
+    setup_distributed,
+    used_parameters,
+)
 
 __all__ = ["RecipeProgress", "RecipeResult", "learning_rate", "make_recipe_loss", "parse_data_spec", "run_recipe"]
-
-STATE_FILE = "train_state.pt"
 
 
 @dataclass
@@ -81,7 +89,7 @@ class RecipeResult:
 # Schedule, loss, optimizer
 
 
-def learning_rate(recipe: Recipe, step: int, epoch: int, max_steps: int) -> float:
+def learning_rate(recipe: TrainingProtocol, step: int, epoch: int, max_steps: int) -> float:
     """The learning rate used for optimizer step ``step`` (0-based) in epoch ``epoch``.
 
     ``poly`` (official Synapse): the official loop sets ``lr * (1 - i / max) ** 0.9`` *after* step
@@ -99,7 +107,7 @@ def learning_rate(recipe: Recipe, step: int, epoch: int, max_steps: int) -> floa
     return eta_min + (base - eta_min) * (1 + math.cos(math.pi * epoch / t_max)) / 2
 
 
-def make_recipe_loss(recipe: Recipe) -> nn.Module:
+def make_recipe_loss(recipe: TrainingProtocol) -> nn.Module:
     from braunet.train.losses import DiceCELoss, SoftDiceLoss
 
     loss = recipe["loss"]
@@ -108,7 +116,7 @@ def make_recipe_loss(recipe: Recipe) -> nn.Module:
     return SoftDiceLoss(float(loss.get("smooth", 1.0)))
 
 
-def _optimizer(recipe: Recipe, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def _optimizer(recipe: TrainingProtocol, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     opt = recipe["optimizer"]
     if opt["name"] == "sgd":
         return torch.optim.SGD(params, lr=opt["lr"], momentum=opt.get("momentum", 0.0),
@@ -131,7 +139,7 @@ def parse_data_spec(spec: str) -> tuple[str, Path]:
 class _SynapseTask:
     """TransUNet folder: augmented training slices; official test every N epochs in the 2nd half."""
 
-    def __init__(self, recipe: Recipe, root: Path, class_names: list[str]) -> None:
+    def __init__(self, recipe: TrainingProtocol, root: Path, class_names: list[str]) -> None:
         from braunet.repro.transunet import TransUNetFolder
 
         self.recipe, self.folder, self.class_names = recipe, TransUNetFolder(root), class_names
@@ -219,7 +227,7 @@ class _BinaryTask:
     """Image/mask folders: official split, validation loss per epoch, official test at the end."""
 
     def __init__(
-        self, recipe: Recipe, images: Sequence[str], labels: Sequence[str], groups_csv: str | None,
+        self, recipe: TrainingProtocol, images: Sequence[str], labels: Sequence[str], groups_csv: str | None,
         preprocessing: dict[str, Any], img_size: int,
     ) -> None:
         from braunet.repro.splits import official_split
@@ -315,7 +323,7 @@ def _read_groups(path: str, ids: Sequence[str]) -> list[str]:
 # The loop
 
 
-def _card(recipe: Recipe, config, name: str, training: dict[str, Any]) -> ModelCard:
+def _card(recipe: TrainingProtocol, config, name: str, training: dict[str, Any]) -> ModelCard:
     from braunet.data import SYNAPSE8_CLASSES, SYNAPSE8_COLORS
 
     names = list(recipe["data.class_names"])
@@ -327,15 +335,8 @@ def _card(recipe: Recipe, config, name: str, training: dict[str, Any]) -> ModelC
     )
 
 
-def _save_state(path: Path, payload: dict[str, Any]) -> None:
-    from braunet._atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
 def run_recipe(
-    recipe: Recipe,
+    recipe: TrainingProtocol,
     out_dir: str | os.PathLike,
     *,
     data: str | os.PathLike | None = None,
@@ -370,8 +371,6 @@ def run_recipe(
     Raises:
         InputError, CheckpointError, Cancelled.
     """
-    from braunet.train.trainer import describe_hardware, setup_distributed
-
     start_time = time.perf_counter()
     config = recipe.model_config()
     seed = int(recipe["seed"])
@@ -400,165 +399,94 @@ def run_recipe(
     if info.device.type == "cuda" and recipe.get("deterministic", False):
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     model = model.to(info.device)
-    if not config.bottleneck_blocks:  # reason: never run; DDP would wait for their gradients
-        for p in model.stages[3].parameters():
-            p.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _optimizer(recipe, params)
-    use_amp = info.device.type == "cuda" and (recipe.get("amp", False) if amp is None else amp)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     criterion = make_recipe_loss(recipe)
-
-    dataset = task.dataset(config.img_size, seed)
-    if info.world_size > 1:
-        sampler: Any = torch.utils.data.DistributedSampler(dataset, info.world_size, info.rank, shuffle=True, seed=seed)
-    else:
-        sampler = EpochShuffle(len(dataset), seed)
-    batch = int(recipe["batch_size"])
-    drop_last = bool(recipe.get("drop_last", False)) and math.ceil(len(dataset) / info.world_size) > batch
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=num_workers,
-                                         drop_last=drop_last, pin_memory=info.device.type == "cuda")
     epochs = int(recipe["epochs"])
-    steps_per_epoch = len(loader)
-    max_steps = epochs * steps_per_epoch
-
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "elapsed": 0.0, "history": [], "evaluations": [],
-                             "best_val_loss": None}
-    state_path = out / STATE_FILE
-    if resume and state_path.is_file():
-        saved = torch.load(state_path, map_location=info.device, weights_only=True)
-        if saved.get("model_config") != config.to_dict() or saved.get("recipe") != recipe.name:
-            raise CheckpointError(f"{state_path}: saved for another recipe or model; cannot resume")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if use_amp and saved.get("scaler"):
-            scaler.load_state_dict(saved["scaler"])
-        state.update({k: saved[k] for k in state})
-        init_report = saved.get("init_report") or init_report
-
-    net: nn.Module = model
-    if info.world_size > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
-
-    command_text = command
-    training = {
-        "recipe": recipe.name, "recipe_file": Path(recipe.source).name, "overrides": recipe.get("overrides", {}),
-        "settings": {k: recipe.data[k] for k in ("optimizer", "schedule", "batch_size", "epochs", "loss",
-                                                 "augmentation", "evaluation", "seed") if k in recipe.data},
-        "deviations": [d["topic"] for d in recipe["deviations"]],
-        "data": task.description, "init_encoder": init_report or "random init",
-        "hardware": describe_hardware(info.device), "world_size": info.world_size,
-        **({"command": command_text} if command_text else {}),
-    }
+    batch = int(recipe["batch_size"])
+    saved = {"evaluations": [], "init_report": init_report}  # resumed runs take these from the state file
     card_name = name or out.resolve().name
 
-    def card_now(metrics: dict[str, Any] | None = None) -> ModelCard:
+    def card_now(state: FitState, metrics: dict[str, Any] | None = None) -> ModelCard:
         card = _card(recipe, config, card_name, {
-            **training, "epochs_run": state["epoch"], "steps": state["step"], "train_wall_s": round(state["elapsed"], 1),
-            "history": state["history"], "evaluations": state["evaluations"],
+            "recipe": recipe.name, "recipe_file": Path(recipe.source).name, "overrides": recipe.get("overrides", {}),
+            "settings": {k: recipe.data[k] for k in ("optimizer", "schedule", "batch_size", "epochs", "loss",
+                                                     "augmentation", "evaluation", "seed") if k in recipe.data},
+            "deviations": [d["topic"] for d in recipe["deviations"]],
+            "data": task.description, "init_encoder": saved["init_report"] or "random init",
+            "hardware": describe_hardware(info.device), "world_size": info.world_size,
+            **({"command": command} if command else {}),
+            "epochs_run": state.epoch, "steps": state.step, "train_wall_s": round(state.elapsed, 1),
+            "history": state.history, "evaluations": saved["evaluations"],
         })
         card.metrics = metrics or {}
         return card
 
-    def save_state() -> None:
-        if info.is_main:
-            _save_state(state_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if use_amp else {}, "model_config": config.to_dict(),
-                "recipe": recipe.name, "init_report": init_report, **state,
-            })
+    def on_step(at: Step) -> None:
+        if progress:
+            progress(RecipeProgress(at.epoch, epochs, at.step, at.total_steps or 0, at.loss or 0.0, at.lr or 0.0,
+                                    at.elapsed_s))
 
-    def evaluate_main(epoch: int) -> dict[str, Any] | None:
-        """Official test on rank 0 (the others wait); the evaluated model is saved beside OUT."""
-        result = None
-        if info.is_main:
-            result = task.evaluate(model)
-            record = {"epoch": epoch, **task.headline(result)}
-            state["evaluations"].append(record)
-            if recipe.get("evaluation.save_checkpoints", False):
-                save_checkpoint(model, card_now({"official_test": result}), out / "evaluations" / f"epoch_{epoch:03d}")
-        if info.world_size > 1:
-            dist.barrier()
-        return result
+    def on_best(state: FitState) -> None:
+        """ISIC / CVC: the lowest validation loss so far goes to OUT/best_val_loss/."""
+        if state.best_epoch > 0 and info.is_main:  # reason: the official script saves snapshots from epoch 1 on
+            save_checkpoint(model, card_now(state, {"val_loss": state.best_score, "epoch": state.best_epoch}),
+                            out / "best_val_loss")
 
-    last_result: dict[str, Any] | None = None
-    start = time.perf_counter() - state["elapsed"]
-    cancelled = False
-    net.train()
-    while state["epoch"] < epochs:
-        epoch = state["epoch"]
-        dataset.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        losses = []
-        for x, y in loader:
-            x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
-            lr = learning_rate(recipe, state["step"], epoch, max_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=info.device.type, dtype=torch.float16, enabled=use_amp):
-                logits = net(x)
-            loss = criterion(logits.float(), y)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            state["step"] += 1
-            losses.append(float(loss.detach()))
-            state["elapsed"] = time.perf_counter() - start
-            if progress and info.is_main:
-                progress(RecipeProgress(epoch, epochs, state["step"], max_steps, losses[-1], lr, state["elapsed"]))
-            stop = torch.tensor([float(bool(should_stop and should_stop()))], device=info.device)
-            if info.world_size > 1:
-                dist.all_reduce(stop, op=dist.ReduceOp.MAX)
-            if stop.item():
-                cancelled = True
-                break
-        if cancelled:
-            break
-        record: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None,
-                                  "lr": lr if losses else None, "elapsed_s": round(state["elapsed"], 1)}
-        if isinstance(task, _BinaryTask):
-            val_loss = task.validation_loss(model, criterion, max(1, batch // int(recipe.get("evaluation.val_batch_divisor", 4))))
-            record["val_loss"] = val_loss
-            if state["best_val_loss"] is None or val_loss <= state["best_val_loss"]:
-                state["best_val_loss"] = val_loss
-                if epoch > 0 and info.is_main:  # reason: the official script saves snapshots from epoch 1 on
-                    save_checkpoint(model, card_now({"val_loss": val_loss, "epoch": epoch}), out / "best_val_loss")
-        elif task.due(epoch, epochs):
-            last_result = evaluate_main(epoch)
-            if last_result is not None:
-                record.update(task.headline(last_result))
-                if progress:
-                    progress(RecipeProgress(epoch, epochs, state["step"], max_steps, record["loss"] or float("nan"),
-                                            record["lr"] or 0.0, state["elapsed"], last_result))
-        state["history"].append(record)
-        state["epoch"] = epoch + 1
-        net.train()
-        save_state()
-    if cancelled:
-        save_state()
-        if info.world_size > 1:
-            dist.barrier()
-        raise Cancelled(f"training stopped in epoch {state['epoch']}; continue with resume in {out}")
+    evaluated: dict[str, Any] = {}  # the latest official test (rank 0)
 
-    model.eval()
+    def on_epoch_end(state: FitState, record: dict[str, Any], last: bool) -> None:
+        """Synapse: the official test on rank 0 when the schedule says so; its model is saved beside OUT."""
+        epoch = record["epoch"]
+        if isinstance(task, _BinaryTask) or not task.due(epoch, epochs) or not info.is_main:
+            return
+        result = evaluated["last"] = task.evaluate(model)
+        record.update(task.headline(result))
+        saved["evaluations"].append({"epoch": epoch, **task.headline(result)})
+        if recipe.get("evaluation.save_checkpoints", False):
+            folder = out / "evaluations" / f"epoch_{epoch:03d}"
+            save_checkpoint(model, card_now(state, {"official_test": result}), folder)
+        if progress:
+            progress(RecipeProgress(epoch, epochs, state.step, state.total_steps or 0, record["loss"] or float("nan"),
+                                    record["lr"] or 0.0, state.elapsed, result))
+
+    binary = isinstance(task, _BinaryTask)
+    val_batch = max(1, batch // int(recipe.get("evaluation.val_batch_divisor", 4)))
+    hooks = FitHooks(
+        on_step=on_step, should_stop=should_stop, on_best=on_best, on_epoch_end=on_epoch_end,
+        validate=(lambda: task.validation_loss(model, criterion, val_batch)) if binary else None,
+        is_better=lambda new, best: new <= best,
+    )
+    fit_config = FitConfig(
+        epochs=epochs, batch_size=batch, amp=bool(recipe.get("amp", False) if amp is None else amp), seed=seed,
+        drop_last=bool(recipe.get("drop_last", False)), num_workers=num_workers, metric="val_loss",
+        restore_best=False, state_file=out / STATE_FILE, resume=resume,
+        resume_mid_epoch=False,  # reason: an interrupted epoch is re-run whole, as the official loop would
+    )
+    fit_result = fit(
+        model, used_parameters(model), task.dataset(config.img_size, seed),
+        loss=lambda logits, items: criterion(logits, items[1]),
+        optimizer=lambda params: _optimizer(recipe, params),
+        lr=lambda at: learning_rate(recipe, at.step, at.epoch, at.total_steps or 1),
+        config=fit_config, hooks=hooks, info=info,
+        state_check={"model_config": config.to_dict(), "recipe": recipe.name}, extra_state=saved,
+    )
+    state = fit_result.state
     test = None
     metrics: dict[str, Any] = {}
-    if isinstance(task, _BinaryTask):
+    if binary:
         if info.is_main:
-            test = task.test(model, card_now())
+            test = task.test(model, card_now(state))
             if test is not None:
                 metrics = {"official_test": test}
-    elif last_result is not None:
-        test = last_result
-        metrics = {"official_test": last_result}
-    final_card = card_now(metrics)
+    elif "last" in evaluated:
+        test = evaluated["last"]
+        metrics = {"official_test": test}
+    final_card = card_now(state, metrics)
     if info.is_main:
         save_checkpoint(model, final_card, out)
     if info.world_size > 1:
         dist.barrier()
     return RecipeResult(
-        model=model, card=final_card, out_dir=out, epochs_run=state["epoch"], steps=state["step"],
-        wall_s=time.perf_counter() - start_time, history=state["history"], evaluations=state["evaluations"],
-        test=test, init_report=init_report, world_size=info.world_size,
+        model=model, card=final_card, out_dir=out, epochs_run=state.epoch, steps=state.step,
+        wall_s=time.perf_counter() - start_time, history=state.history, evaluations=saved["evaluations"],
+        test=test, init_report=saved["init_report"], world_size=info.world_size,
     )

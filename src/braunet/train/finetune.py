@@ -51,6 +51,7 @@ from braunet.errors import Cancelled, InputError
 from braunet.model import BRAUNet, ModelCard
 from braunet.train.anchors import find_anchors, load_anchors
 from braunet.train.data import AugmentedSlices, SliceSet, prepare
+from braunet.train.loop import FitConfig, FitHooks, Step, fit, used_parameters
 from braunet.train.losses import make_loss
 from braunet.train.metrics import dice
 from braunet.train.validation import predict_prepared
@@ -161,13 +162,9 @@ def _region_split(label: np.ndarray, holdback: float, seed: int) -> np.ndarray:
 
 
 def _set_trainable(model: BRAUNet, mode: str) -> list[nn.Parameter]:
+    """The parameters a round trains: the decoder (``"decoder"``) or all that the forward uses."""
     encoder = {id(p) for part in (model.downsample_layers, model.stages) for p in part.parameters()}
-    for p in model.parameters():
-        p.requires_grad_(mode == "full" or id(p) not in encoder)
-    if not model.config.bottleneck_blocks:
-        for p in model.stages[3].parameters():
-            p.requires_grad_(False)
-    return [p for p in model.parameters() if p.requires_grad]
+    return [p for p in used_parameters(model) if mode == "full" or id(p) not in encoder]
 
 
 def _train_mode(model: BRAUNet, mode: str) -> None:
@@ -179,6 +176,25 @@ def _train_mode(model: BRAUNet, mode: str) -> None:
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
+
+
+class _Replay(torch.utils.data.Dataset):
+    """The augmented corrected slices, then the augmented anchor slices: items ``(x, y, known)``."""
+
+    def __init__(self, corrected: AugmentedSlices, anchors: AugmentedSlices | None) -> None:
+        self.corrected, self.anchors = corrected, anchors
+
+    def set_epoch(self, epoch: int) -> None:
+        self.corrected.set_epoch(epoch)
+        if self.anchors is not None:
+            self.anchors.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.corrected) + (len(self.anchors) if self.anchors is not None else 0)
+
+    def __getitem__(self, index: int):
+        n = len(self.corrected)
+        return self.corrected[index] if index < n else self.anchors[index - n]
 
 
 def _resolve_anchors(anchors: SliceSet | str | os.PathLike | None, card: ModelCard) -> SliceSet | None:
@@ -209,60 +225,66 @@ def _train_copy(
 ) -> tuple[BRAUNet, list[float], int, float]:
     """Train a deep copy of ``model`` until ``deadline`` seconds after ``start`` (or ``max_steps``).
 
-    Returns ``(tuned, losses, steps, base_lr)``. Batches: ``batch_size`` augmented corrected slices
-    plus ``anchors_per_batch`` augmented anchor slices; AdamW with cosine decay over the budget.
-    ``l2sp`` weighs an L2 pull of the trained weights towards the parent's (L2-SP, Li et al. 2018),
-    a second guard against drifting away from what the parent knew.
+    Returns ``(tuned, losses, steps, base_lr)``. Each step is one :func:`fit` epoch of one batch:
+    ``batch_size`` augmented corrected slices plus ``anchors_per_batch`` augmented anchor slices,
+    drawn by ``(seed, step)``; AdamW with cosine decay over the budget. ``l2sp`` weighs an L2 pull
+    of the trained weights towards the parent's (L2-SP, Li et al. 2018), a second guard against
+    drifting away from what the parent knew.
     """
     device = next(model.parameters()).device
     tuned = copy.deepcopy(model).to(device)
     params = _set_trainable(tuned, mode)
     origin = [p.detach().clone() for p in params] if l2sp else []
-    optimizer = torch.optim.AdamW(params, lr=lr or (2e-4 if mode == "decoder" else 1e-4), weight_decay=1e-4)
+    base_lr = lr or (2e-4 if mode == "decoder" else 1e-4)
     criterion = make_loss(model.config.num_classes)
     kind = "ct" if card.preprocessing.get("kind") == "ct" else "rgb"
     corrected = AugmentedSlices(train_data, kind, seed=seed)
-    replay = AugmentedSlices(anchor_data, kind, seed=seed + 1) if anchor_data is not None else None
-    rng = np.random.default_rng(seed)
-    base_lr = optimizer.param_groups[0]["lr"]
-    losses: list[float] = []
-    step = 0
-    _train_mode(tuned, mode)
-    while True:
-        elapsed = time.perf_counter() - start
-        if step > 0 and (elapsed >= deadline or (max_steps is not None and step >= max_steps)):
-            break
-        corrected.set_epoch(step)
-        picks = [corrected[int(i)] for i in rng.choice(len(corrected), size=batch_size, replace=len(corrected) < batch_size)]
-        if replay is not None and anchors_per_batch:
-            replay.set_epoch(step)
-            count = min(anchors_per_batch, len(replay))
-            picks += [replay[int(i)] for i in rng.choice(len(replay), size=count, replace=False)]
-        x = torch.stack([p[0] for p in picks]).to(device)
-        y = torch.stack([p[1] for p in picks]).to(device)
-        frac = min(1.0, elapsed / max(deadline, 1e-6))
-        if max_steps is not None:
-            frac = max(frac, step / max_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = base_lr * 0.5 * (1 + np.cos(np.pi * frac))  # cosine decay over the budget
-        optimizer.zero_grad(set_to_none=True)
+    replay = None
+    if anchor_data is not None and anchors_per_batch:
+        replay = AugmentedSlices(anchor_data, kind, seed=seed + 1)
+    n = len(corrected)
+
+    def batches(step: int) -> list[list[int]]:
+        rng = np.random.default_rng((seed, step))
+        picks = rng.choice(n, size=batch_size, replace=n < batch_size).tolist()
+        if replay is not None:
+            picks += (n + rng.choice(len(replay), size=min(anchors_per_batch, len(replay)), replace=False)).tolist()
+        return [picks]
+
+    def loss(logits: torch.Tensor, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        y = batch[1]
         valid = y != IGNORED
-        loss = criterion(tuned(x).float(), y.clamp_min(0), None if bool(valid.all()) else valid)
+        value = criterion(logits, y.clamp_min(0), None if bool(valid.all()) else valid)
         if l2sp:
-            loss = loss + l2sp * sum(((p - p0) ** 2).sum() for p, p0 in zip(params, origin))
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, 5.0)
-        optimizer.step()
-        step += 1
-        losses.append(float(loss.detach()))
+            value = value + l2sp * sum(((p - p0) ** 2).sum() for p, p0 in zip(params, origin))
+        return value
+
+    def cosine(at: Step) -> float:
+        """Cosine decay over the budget: the share of time (or of ``max_steps``) used."""
+        done = min(1.0, at.elapsed_s / max(deadline, 1e-6))
+        if max_steps is not None:
+            done = max(done, at.step / max_steps)
+        return base_lr * 0.5 * (1 + np.cos(np.pi * done))
+
+    done_steps = [0]
+
+    def on_step(at: Step) -> None:
+        done_steps[0] = at.step
         if progress:
-            progress(FinetuneProgress(step, None, time.perf_counter() - start, losses[-1]))
-        if should_stop and should_stop():
-            raise Cancelled(f"fine-tuning cancelled after {step} steps; the model is unchanged")
-    tuned.eval()
+            progress(FinetuneProgress(at.step, None, at.elapsed_s, at.loss or 0.0))
+
+    config = FitConfig(epochs=None, batch_size=batch_size, max_steps=max_steps, max_time_s=deadline, started_at=start,
+                       grad_clip=5.0, seed=seed, restore_best=False)
+    hooks = FitHooks(on_step=on_step, should_stop=should_stop, train_mode=lambda m: _train_mode(m, mode))
+    try:
+        result = fit(tuned, params, _Replay(corrected, replay), loss=loss,
+                     optimizer=lambda trained: torch.optim.AdamW(trained, lr=base_lr, weight_decay=1e-4), lr=cosine,
+                     config=config, hooks=hooks, batches=batches)
+    except Cancelled:
+        raise Cancelled(f"fine-tuning cancelled after {done_steps[0]} steps; the model is unchanged") from None
     for p in tuned.parameters():
         p.requires_grad_(True)
-    return tuned, losses, step, base_lr
+    return tuned, result.losses, result.state.step, base_lr
 
 
 def _blend(parent: BRAUNet, tuned: BRAUNet, keep: float) -> None:

@@ -1,12 +1,10 @@
-"""The training loop: validation, best checkpoint by validation Dice, resume, AMP on GPU, DDP via torchrun.
+"""Our training policy over :func:`braunet.train.loop.fit`: best checkpoint by validation Dice, AdamW
+or SGD with warm-up and polynomial decay, augmentation by image kind, partially annotated slices.
 
-One function, :func:`train`, runs in a single process or in each process that ``torchrun`` starts
-(``torchrun --nproc_per_node N -m braunet train ...``): it reads ``WORLD_SIZE`` / ``RANK`` /
-``LOCAL_RANK`` from the environment, joins a process group (``gloo`` on CPU, ``nccl`` on GPU), shards
-the training slices with a ``DistributedSampler`` (each rank takes ``batch_size`` slices per step, so
-the global batch is ``batch_size * world_size``) and averages gradients with
-``DistributedDataParallel``. All ranks run the same validation and take the same decisions (stop,
-learning rate, best epoch), so their weights stay identical; only rank 0 writes files.
+:func:`train` runs in a single process or in each process that ``torchrun`` starts
+(``torchrun --nproc_per_node N -m braunet train ...``): the loop joins the process group, shards
+the training slices (each rank takes ``batch_size`` slices per step, so the global batch is
+``batch_size * world_size``) and keeps the ranks' weights identical; only rank 0 writes files.
 
 Output folder (``out_dir``):
 
@@ -24,39 +22,33 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import os
-import platform
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
-from braunet.errors import Cancelled, CheckpointError, InputError
+from braunet.errors import CheckpointError, InputError
 from braunet.model import BRAUNet, ModelCard, save_checkpoint
 from braunet.train.data import AugmentedSlices, PreparedSlices
+from braunet.train.loop import (
+    STATE_FILE,
+    FitConfig,
+    FitHooks,
+    FitState,
+    Step,
+    describe_hardware,
+    fit,
+    setup_distributed,
+    used_parameters,
+)
 from braunet.train.losses import DiceCELoss, make_loss
 from braunet.train.validation import DiceReport, validation_dice
 
-__all__ = [
-    "EpochShuffle",
-    "STATE_FILE",
-    "DistInfo",
-    "TrainConfig",
-    "TrainProgress",
-    "TrainResult",
-    "describe_hardware",
-    "setup_distributed",
-    "train",
-]
-
-STATE_FILE = "train_state.pt"
+__all__ = ["TrainConfig", "TrainProgress", "TrainResult", "train"]
 
 
 @dataclass
@@ -154,55 +146,6 @@ class TrainResult:
     world_size: int = 1
 
 
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: str | None = None) -> DistInfo:
-    """Join the process group that ``torchrun`` describes in the environment, if any.
-
-    Backend ``nccl`` when CUDA is used, ``gloo`` on CPU. With ``WORLD_SIZE`` unset or 1 nothing is
-    initialised. On CPU each process gets ``cores / local processes`` threads.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-    if world <= 1:
-        return DistInfo(device=torch.device(device or ("cuda" if use_cuda else "cpu")))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
-    else:
-        dev = torch.device("cpu")
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, device=dev)
-
-
-def describe_hardware(device: torch.device) -> str:
-    """One line: the CPU (or GPU) and thread count, for the model card."""
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA), torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return f"{cpu}: {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-
-
 def _partial_loss(logits: Tensor, target: Tensor, known: Tensor) -> Tensor:
     """0.4 CE + 0.6 Dice for slices that annotate only some classes (e.g. a liver-only label).
 
@@ -244,11 +187,12 @@ def _augment_kind(config: TrainConfig, card: ModelCard) -> str:
     return "ct" if card.preprocessing.get("kind") == "ct" else "rgb"
 
 
-def _lr_at(config: TrainConfig, step: int, total_steps: int, elapsed: float) -> float:
-    done = step / max(total_steps, 1)
+def _lr_at(config: TrainConfig, at: Step) -> float:
+    """Linear warm-up, then ``lr * (1 - f) ** poly_power``, ``f`` the share of steps or time done."""
+    done = at.step / max(at.total_steps or 1, 1)
     if config.max_time_s:
-        done = max(done, elapsed / config.max_time_s)
-    warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+        done = max(done, at.elapsed_s / config.max_time_s)
+    warm = min(1.0, (at.step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
     return config.lr * warm * max(0.0, 1.0 - done) ** config.poly_power
 
 
@@ -256,37 +200,6 @@ def _make_optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.op
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-
-
-def _freeze_unused(model: BRAUNet) -> None:
-    """The official forward never runs ``stages[3]``; DDP would wait forever for its gradients."""
-    if not model.config.bottleneck_blocks:
-        for p in model.stages[3].parameters():
-            p.requires_grad_(False)
-
-
-def _agree(values: list[float], info: DistInfo) -> list[float]:
-    """Element-wise maximum over ranks (elapsed time, stop flags), so every rank decides alike."""
-    if info.world_size == 1:
-        return values
-    tensor = torch.tensor(values, dtype=torch.float64, device=info.device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return tensor.tolist()
-
-
-def _sync_buffers(model: nn.Module, info: DistInfo) -> None:
-    """Average floating-point buffers (BatchNorm running statistics) over ranks.
-
-    DDP broadcasts rank 0's buffers before each forward, but the last forward of an epoch updates
-    each rank's statistics from its own shard; averaging makes the ranks identical again (and the
-    statistics cover every shard) before validation and saving.
-    """
-    if info.world_size == 1:
-        return
-    for buffer in model.buffers():
-        if buffer.is_floating_point():
-            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
-            buffer.div_(info.world_size)
 
 
 def _card_with(card: ModelCard, **updates: Any) -> ModelCard:
@@ -340,173 +253,76 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     model = model.to(info.device)
-    _freeze_unused(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _make_optimizer(config, params)
-    use_amp = info.device.type == "cuda" and config.amp is not False
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     criterion = make_loss(model.config.num_classes)
+    reports: dict[str, DiceReport] = {}  # the "latest" and the "best" validation, for the cards
 
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "elapsed": 0.0, "best_dice": None, "best_epoch": -1, "history": []}
-    state_path = out / STATE_FILE
-    if resume and state_path.is_file():
-        saved = torch.load(state_path, map_location=info.device, weights_only=True)
-        if saved.get("model_config") != model.config.to_dict():
-            raise CheckpointError(f"{state_path}: saved for a different model config; cannot resume")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if use_amp and saved.get("scaler"):
-            scaler.load_state_dict(saved["scaler"])
-        state.update({k: saved[k] for k in ("epoch", "step", "elapsed", "best_dice", "best_epoch", "history")})
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if resume and (out / "model.safetensors").is_file() and state["best_epoch"] >= 0:
-        from safetensors.torch import load_file
-
-        best_state = {k: v.to(info.device, dtype=best_state[k].dtype) for k, v in load_file(out / "model.safetensors").items()}
-
-    net: nn.Module = model
-    if info.world_size > 1:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.local_rank] if info.device.type == "cuda" else None
-        )
-    dataset = AugmentedSlices(train_data, _augment_kind(config, card), seed=config.seed)
-    sampler: torch.utils.data.Sampler
-    if info.world_size > 1:
-        sampler = torch.utils.data.DistributedSampler(
-            dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed
-        )
-    else:
-        sampler = EpochShuffle(len(dataset), config.seed)
-    per_rank = math.ceil(len(dataset) / info.world_size)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
-        drop_last=per_rank > config.batch_size,  # reason: a 1-slice last batch gives noisy BatchNorm stats
-    )
-    steps_per_epoch = len(loader)
-    total_steps = steps_per_epoch * config.epochs
-    if config.max_steps:
-        total_steps = min(total_steps, config.max_steps)
-    classes = max(model.config.num_classes, 2)
-
-    def save_state() -> None:
-        if not info.is_main:
-            return
-        payload = {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if use_amp else {}, "model_config": model.config.to_dict(),
-            "train_config": config.to_dict(), **state,
-        }
-        from braunet._atomic import atomic_path
-
-        with atomic_path(state_path) as tmp:
-            torch.save(payload, tmp)
-
-    def current_card(report: DiceReport | None) -> ModelCard:
+    def current_card(state: FitState, report: DiceReport | None) -> ModelCard:
         training = {
-            "settings": config.to_dict(), "epochs_run": state["epoch"], "steps": state["step"],
-            "train_wall_s": round(state["elapsed"], 1), "best_epoch": state["best_epoch"],
+            "settings": config.to_dict(), "epochs_run": state.epoch, "steps": state.step,
+            "train_wall_s": round(state.elapsed, 1), "best_epoch": state.best_epoch,
             "hardware": describe_hardware(info.device), "world_size": info.world_size,
             "n_train_slices": len(train_data), "n_val_slices": len(val_data) if val_data is not None else 0,
         }
         metrics = {"validation": report.to_dict(card.class_names)} if report is not None else {}
         return _card_with(card, training=training, metrics=metrics)
 
-    best_report: DiceReport | None = None
-    start = time.perf_counter() - state["elapsed"]
-    last_state_save = time.perf_counter()
-    stopped = cancelled = False
-    net.train()
-    while state["epoch"] < config.epochs and not stopped:
-        epoch = state["epoch"]
-        dataset.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        losses = []
-        for x, y, known in loader:
-            x, y, known = x.to(info.device), y.to(info.device), known.to(info.device)
-            lr = _lr_at(config, state["step"], total_steps, state["elapsed"])
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=info.device.type, dtype=torch.float16, enabled=use_amp):
-                logits = net(x)
-            loss = _batch_loss(criterion, logits.float(), y, known)
-            scaler.scale(loss).backward()
-            if config.grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(params, config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            state["step"] += 1
-            losses.append(float(loss.detach()))
-            local_stop = bool(should_stop and should_stop())
-            elapsed, stop_flag = _agree([time.perf_counter() - start, float(local_stop)], info)
-            state["elapsed"] = elapsed
-            if progress and info.is_main:
-                progress(TrainProgress(epoch, config.epochs, state["step"], total_steps, elapsed, losses[-1], lr,
-                                       best_dice=state["best_dice"]))
-            if stop_flag:
-                stopped = cancelled = True
-                break
-            if (config.max_time_s and elapsed >= config.max_time_s) or state["step"] >= total_steps:
-                stopped = True
-                break
-        state["epoch"] = epoch + 1
-        _sync_buffers(model, info)
-        last = state["epoch"] >= config.epochs or stopped
-        record: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None,
-                                  "elapsed_s": round(state["elapsed"], 1)}
-        if val_data is not None and (state["epoch"] % config.val_every == 0 or last) and not cancelled:
-            report = validation_dice(model, val_data)
-            record["val_dice"] = report.mean
-            if state["best_dice"] is None or report.mean > state["best_dice"]:
-                state["best_dice"], state["best_epoch"], best_report = report.mean, epoch, report
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if info.is_main:
-                    save_checkpoint(model, current_card(report), out, half=config.half)
-            if progress and info.is_main:
-                progress(TrainProgress(epoch, config.epochs, state["step"], total_steps, state["elapsed"],
-                                       record["loss"] or float("nan"), lr, report.mean, state["best_dice"]))
-        state["history"].append(record)
-        net.train()
-        if time.perf_counter() - last_state_save >= config.state_every_s or last:
-            save_state()
-            last_state_save = time.perf_counter()
-    if cancelled:
-        save_state()
-        if info.world_size > 1:
-            dist.barrier()
-        raise Cancelled(f"training stopped at epoch {state['epoch']}; resume it with resume=True in {out}")
+    def validate() -> float:
+        reports["latest"] = validation_dice(model, val_data)
+        return reports["latest"].mean
+
+    def on_best(state: FitState) -> None:
+        reports["best"] = reports["latest"]
+        if info.is_main:
+            save_checkpoint(model, current_card(state, reports["best"]), out, half=config.half)
+
+    def on_step(at: Step) -> None:
+        if progress:
+            progress(TrainProgress(at.epoch, config.epochs, at.step, at.total_steps or 0, at.elapsed_s, at.loss or 0.0,
+                                   at.lr or 0.0, best_dice=at.best_score))
+
+    def on_epoch_end(state: FitState, record: dict[str, Any], last: bool) -> None:
+        if progress and info.is_main and "val_dice" in record:
+            progress(TrainProgress(record["epoch"], config.epochs, state.step, state.total_steps or 0, state.elapsed,
+                                   record["loss"] or float("nan"), record["lr"] or 0.0, record["val_dice"],
+                                   state.best_score))
+
+    def saved_best() -> dict[str, Tensor]:
+        from safetensors.torch import load_file
+
+        current = model.state_dict()
+        return {k: v.to(info.device, dtype=current[k].dtype) for k, v in load_file(out / "model.safetensors").items()}
+
+    dataset = AugmentedSlices(train_data, _augment_kind(config, card), seed=config.seed)
+    fit_config = FitConfig(
+        epochs=config.epochs, batch_size=config.batch_size, max_steps=config.max_steps, max_time_s=config.max_time_s,
+        grad_clip=config.grad_clip, amp=config.amp is not False, seed=config.seed, drop_last=True,
+        num_workers=config.num_workers, val_every=config.val_every, metric="val_dice", state_file=out / STATE_FILE,
+        state_every_s=config.state_every_s, resume=resume,
+    )
+    hooks = FitHooks(
+        on_step=on_step, should_stop=should_stop, validate=validate if val_data is not None else None,
+        on_best=on_best, on_epoch_end=on_epoch_end,
+        load_best=saved_best if (out / "model.safetensors").is_file() else None,
+    )
+    result = fit(
+        model, used_parameters(model), dataset,
+        loss=lambda logits, batch: _batch_loss(criterion, logits, batch[1], batch[2]),
+        optimizer=lambda params: _make_optimizer(config, params), lr=lambda at: _lr_at(config, at),
+        config=fit_config, hooks=hooks, info=info, state_check={"model_config": model.config.to_dict()},
+    )
+    state = result.state
     if val_data is None:
-        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        state["best_epoch"] = state["epoch"] - 1
-    model.load_state_dict(best_state)
-    model.eval()
-    if best_report is None and val_data is not None and state["best_dice"] is not None:
-        best_report = validation_dice(model, val_data)  # resumed run whose best came from before
-    final_card = current_card(best_report)
+        state.best_epoch = state.epoch - 1
+    report = reports.get("best")
+    if report is None and val_data is not None and state.best_score is not None:
+        report = validation_dice(model, val_data)  # resumed run whose best came from before
+    final_card = current_card(state, report)
     if info.is_main:
         save_checkpoint(model, final_card, out, half=config.half)
     if info.world_size > 1:
-        dist.barrier()
+        torch.distributed.barrier()
     return TrainResult(
-        model=model, card=final_card, out_dir=out, best_dice=state["best_dice"], best_epoch=state["best_epoch"],
-        epochs_run=state["epoch"], steps=state["step"], wall_s=state["elapsed"], history=state["history"],
+        model=model, card=final_card, out_dir=out, best_dice=state.best_score, best_epoch=state.best_epoch,
+        epochs_run=state.epoch, steps=state.step, wall_s=state.elapsed, history=state.history,
         world_size=info.world_size,
     )
-
-
-class EpochShuffle(torch.utils.data.Sampler):
-    """A random permutation per epoch from ``(seed, epoch)``: reproducible and resumable."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        return iter(np.random.default_rng((self.seed, self.epoch)).permutation(self.n).tolist())
-
