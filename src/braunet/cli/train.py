@@ -86,8 +86,11 @@ def run(args: argparse.Namespace) -> int:
     from braunet.errors import InputError
     from braunet.infer.device import resolve_device
     from braunet.infer.preprocess import official_preprocessing
+    from braunet.io import IMAGE_SUFFIXES
     from braunet.model import BRAUNet, ModelCard, get_preset
-    from braunet.train.data import collect_pairs, load_pairs, prepare, split_validation
+    from braunet.train.datasets import prepare
+    from braunet.train.pairs import collect_pairs
+    from braunet.train.slices import load_pairs, split_validation
     from braunet.train.trainer import TrainConfig, setup_distributed, train
     from braunet.zoo import load_model
 
@@ -98,8 +101,7 @@ def run(args: argparse.Namespace) -> int:
     num_classes = args.num_classes or preset.num_classes
     config = preset.replace(num_classes=num_classes)
     pairs = collect_pairs(args.images, args.labels)
-    kind = args.preprocessing or ("rgb" if pairs[0][0].suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif",
-                                                                            ".tiff") else "ct")
+    kind = args.preprocessing or ("rgb" if pairs[0][0].name.lower().endswith(IMAGE_SUFFIXES) else "ct")
     preprocessing = official_preprocessing(kind)
     view = preprocessing.get("view", "radiological")
     slices = load_pairs(pairs, num_classes=num_classes, view=view)
