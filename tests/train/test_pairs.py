@@ -28,3 +28,19 @@ def test_folder_pairs_match_by_stem_and_name_missing_labels(shared_data, tmp_pat
         collect_pairs([images], [masks])
     with pytest.raises(InputError, match="2 image paths but 1 label paths"):
         collect_pairs([images / "1.tif", images / "25.tif"], [masks / "1.png"])
+
+
+def test_folders_list_only_what_the_reader_reads(shared_data, tmp_path):
+    """The file kinds come from braunet.io's table: an NRRD label beside the images is not an image."""
+    from braunet.io import SUPPORTED_SUFFIXES
+
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    shutil.copy(shared_data / "cvc_clinicdb" / "images" / "1.tif", images / "1.tif")
+    shutil.copy(shared_data / "dcmqi_ct" / "liver_spine_seg.nrrd", images / "2.nrrd")
+    shutil.copy(shared_data / "cvc_clinicdb" / "masks_binary" / "1.png", masks / "1.png")
+    assert [(a.name, b.name) for a, b in collect_pairs([images], [masks])] == [("1.tif", "1.png")]
+    (masks / "1.png").rename(masks / "1.nrrd")
+    with pytest.raises(InputError, match=f"masks: no image files \\(expected {', '.join(SUPPORTED_SUFFIXES)}\\)"):
+        collect_pairs([images], [masks])
