@@ -55,7 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _class_names(text: str | None, num_classes: int) -> list[str]:
-    from braunet.data import SYNAPSE8_CLASSES
+    from braunet.classes import SYNAPSE8_CLASSES
     from braunet.errors import InputError
 
     count = max(num_classes, 2)

@@ -319,7 +319,7 @@ def _read_groups(path: str, ids: Sequence[str]) -> list[str]:
 
 
 def _card(recipe: Recipe, config, name: str, training: dict[str, Any]) -> ModelCard:
-    from braunet.data import SYNAPSE8_CLASSES, SYNAPSE8_COLORS
+    from braunet.classes import SYNAPSE8_CLASSES, SYNAPSE8_COLORS
 
     names = list(recipe["data.class_names"])
     return ModelCard(
