@@ -76,3 +76,10 @@ def test_read_image_reads_every_kind_by_the_table_and_refuses_the_rest(shared_da
         read_image(nrrd)
     with pytest.raises(InputError, match="a single DICOM file; give the series folder"):
         read_image(shared_data / "dcmqi_ct" / "ct_dicom" / "01.dcm")
+
+
+def test_predict_output_names_are_writable_formats_of_the_right_kind():
+    from braunet.cli.predict import _IMAGE_SUFFIXES, _VOLUME_SUFFIXES
+
+    assert set(_IMAGE_SUFFIXES) <= set(suffixes(is_2d=True, writable=True))
+    assert set(_VOLUME_SUFFIXES) == set(suffixes(is_2d=False, writable=True))
