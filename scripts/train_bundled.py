@@ -53,8 +53,8 @@ from braunet.infer.preprocess import official_preprocessing  # noqa: E402
 from braunet.model import BRAUNet, ModelCard, get_preset, save_checkpoint  # noqa: E402
 from braunet.train.anchors import save_anchors  # noqa: E402
 from braunet.train.datasets import prepare  # noqa: E402
-from braunet.train.slices import SliceSet, load_image_pair, load_volume_pair  # noqa: E402
 from braunet.train.evaluate import evaluate_slices  # noqa: E402
+from braunet.train.slices import SliceSet, load_image_pair, load_volume_pair  # noqa: E402
 from braunet.train.trainer import TrainConfig, describe_hardware, train  # noqa: E402
 
 MODELS = ("ct-abdomen-8", "polyp", "skin-lesion")

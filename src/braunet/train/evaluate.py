@@ -26,8 +26,8 @@ import torch
 
 from braunet.errors import Cancelled, InputError
 from braunet.model import BRAUNet, ModelCard
-from braunet.train.slices import SliceSet
 from braunet.train.metrics import per_class_metrics
+from braunet.train.slices import SliceSet
 
 __all__ = ["Evaluation", "evaluate_files", "evaluate_slices", "predict_slices"]
 
