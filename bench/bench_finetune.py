@@ -31,9 +31,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import emit  # noqa: E402
-from braunet.train.data import SliceSet, load_image_pair  # noqa: E402
 from braunet.train.evaluate import evaluate_slices  # noqa: E402
 from braunet.train.finetune import finetune  # noqa: E402
+from braunet.train.slices import SliceSet, load_image_pair  # noqa: E402
 from braunet.zoo import load_model  # noqa: E402
 
 BENCH_SEQUENCES = {2: (26, 38, 50), 8: (152, 164, 177), 16: (318, 330, 342), 23: (467, 472, 478), 29: (592, 602, 612)}

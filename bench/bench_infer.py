@@ -63,9 +63,10 @@ def best_of(fn, repeats: int) -> float:
 
 def get_model(device: torch.device):
     """The bundled CT model if installed, else a random cpu-ct network (same cost)."""
+    from braunet.classes import SYNAPSE8_CLASSES
     from braunet.infer import official_preprocessing
     from braunet.model import BRAUNet, ModelCard, get_preset
-    from braunet.zoo import SYNAPSE8_CLASSES, list_models, load_model
+    from braunet.zoo import list_models, load_model
 
     if "ct-abdomen-8" in list_models():
         return load_model("ct-abdomen-8", device)

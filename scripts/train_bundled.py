@@ -41,14 +41,21 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from braunet.data import SYNAPSE8_CLASSES, SYNAPSE8_COLORS  # noqa: E402
+from braunet.classes import (  # noqa: E402
+    LESION_CLASSES,
+    LESION_COLORS,
+    POLYP_CLASSES,
+    POLYP_COLORS,
+    SYNAPSE8_CLASSES,
+    SYNAPSE8_COLORS,
+)
 from braunet.infer.preprocess import official_preprocessing  # noqa: E402
 from braunet.model import ModelCard, get_preset, save_checkpoint  # noqa: E402
 from braunet.train.anchors import save_anchors  # noqa: E402
-from braunet.train.data import SliceSet, load_image_pair, load_volume_pair  # noqa: E402
 from braunet.train.evaluate import evaluate_slices  # noqa: E402
 from braunet.train.loop import describe_hardware  # noqa: E402
 from braunet.train.run import train_on_slices  # noqa: E402
+from braunet.train.slices import SliceSet, load_image_pair, load_volume_pair  # noqa: E402
 from braunet.train.trainer import TrainConfig  # noqa: E402
 
 MODELS = ("ct-abdomen-8", "polyp", "skin-lesion")
@@ -226,7 +233,7 @@ def build(
         preprocessing = official_preprocessing("rgb")
         train_set, val_set, bench_set, anchors, info = polyp_data(root)
         extra_eval["heldout_benchmark_sequences"] = bench_set
-        class_names, colors = ["background", "polyp"], ["#000000", "#56b4e9"]
+        class_names, colors = list(POLYP_CLASSES), list(POLYP_COLORS)
         description = (
             "Polyp segmentation in colonoscopy frames; BRAU-Net++ cpu-rgb preset trained from scratch on 36 "
             "frames (CVC-ClinicDB + Kvasir-SEG). Non-commercial research use only (training data licences)."
@@ -235,7 +242,7 @@ def build(
         preset = get_preset("cpu-rgb")
         preprocessing = official_preprocessing("rgb")
         train_set, val_set, anchors, info = skin_data(root)
-        class_names, colors = ["background", "lesion"], ["#000000", "#e69f00"]
+        class_names, colors = list(LESION_CLASSES), list(LESION_COLORS)
         description = (
             "Skin lesion segmentation in dermoscopy images; BRAU-Net++ cpu-rgb preset trained from scratch on "
             "ISIC 2016 crops + HAM10000. Non-commercial research use only (HAM10000 licence)."

@@ -20,13 +20,7 @@ from braunet.errors import CheckpointError
 from braunet.model import BRAUNet, ModelCard, load_checkpoint, read_card
 from braunet.model.checkpoint import CARD_FILE
 
-__all__ = ["DEFAULT_MODELS", "LESION_CLASSES", "SYNAPSE8_CLASSES", "list_models", "load_model", "model_card", "model_path", "models_dir"]
-
-# Label order of the official Synapse models (TransUNet order) and of the official ISIC/CVC models.
-SYNAPSE8_CLASSES = [
-    "background", "aorta", "gallbladder", "kidney_left", "kidney_right", "liver", "pancreas", "spleen", "stomach",
-]
-LESION_CLASSES = ["background", "lesion"]
+__all__ = ["DEFAULT_MODELS", "list_models", "load_model", "model_card", "model_path", "models_dir"]
 
 # The model `braunet predict` uses when --model is not given, by kind of input.
 DEFAULT_MODELS = {"volume": "ct-abdomen-8", "image": "polyp"}

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from braunet.classes import LESION_CLASSES, SYNAPSE8_CLASSES
 from braunet.infer import official_preprocessing
 from braunet.model import BRAUNet, ModelCard, get_preset, save_checkpoint
-from braunet.zoo import LESION_CLASSES, SYNAPSE8_CLASSES
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -82,7 +82,7 @@ def test_reader_writer_round_trip_keeps_the_affine(make_napari_viewer, tmp_path,
     from braunet.napari._geometry import layer_from_source
 
     geometry = image.metadata["braunet"]
-    from braunet.data import SYNAPSE8_CLASSES
+    from braunet.classes import SYNAPSE8_CLASSES
     from braunet.napari._layers import labels_layer
 
     data, kwargs, _ = labels_layer(layer_from_source(truth_lps, geometry), geometry, SYNAPSE8_CLASSES, "organs")

@@ -35,7 +35,7 @@ def _expected_routing(volume, model, card, world_lps, block):
 
 @pytest.mark.parametrize("block_index", [0, -1])  # first encoder block, last decoder block
 def test_click_shows_what_record_routing_predicts(make_napari_viewer, qtbot, cpu_ct_checkpoint, block_index):
-    from braunet.data import load_sample
+    from braunet.samples import load_sample
 
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "ct_abdomen")

@@ -16,7 +16,8 @@ from safetensors.torch import save_file
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from braunet.train.data import load_volume_pair, prepare  # noqa: E402
+from braunet.train.datasets import prepare  # noqa: E402
+from braunet.train.slices import load_volume_pair  # noqa: E402
 from braunet.train.trainer import TrainConfig, train  # noqa: E402
 from tests.train._shared import data_root, tiny_card, tiny_model  # noqa: E402
 

@@ -9,7 +9,7 @@ import tifffile
 
 from braunet.errors import Cancelled, CheckpointError, InputError, OutputError
 from braunet.model import load_checkpoint, save_checkpoint
-from braunet.train.data import SliceSet
+from braunet.train.slices import SliceSet
 from braunet.train import finetune as finetune_module
 from braunet.train.finetune import REGION_GRID, _region_split, finetune
 from braunet.train.versions import find_version, list_versions, rollback, save_version

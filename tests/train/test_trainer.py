@@ -10,8 +10,9 @@ import torch
 
 from braunet.errors import Cancelled
 from braunet.model import load_checkpoint
-from braunet.train.data import load_volume_pair, prepare
+from braunet.train.datasets import prepare
 from braunet.train.loop import STATE_FILE
+from braunet.train.slices import load_volume_pair
 from braunet.train.trainer import TrainConfig, _batch_loss, train
 from braunet.train.losses import make_loss
 from braunet.train.validation import validation_dice

@@ -49,8 +49,8 @@ def _sha256(path: Path) -> str:
 
 
 def _class_names(given: list[str] | None, num_classes: int, kind: str, source: str) -> list[str]:
+    from braunet.classes import LESION_CLASSES, SYNAPSE8_CLASSES
     from braunet.errors import InputError
-    from braunet.zoo import LESION_CLASSES, SYNAPSE8_CLASSES
 
     expected = max(num_classes, 2)
     if given:

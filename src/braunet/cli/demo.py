@@ -43,10 +43,11 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from braunet._atomic import write_atomically
-    from braunet.data import SYNAPSE8_COLORS, load_sample
+    from braunet.classes import SYNAPSE8_COLORS
     from braunet.infer import predict_volume
     from braunet.io import write_labels
     from braunet.overlay import overlay_slices, pick_slices
+    from braunet.samples import load_sample
     from braunet.train.metrics import dice
     from braunet.zoo import load_model
 

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give --images and --labels (--data transunet:PATH needs --protocol official)")
     from tqdm import tqdm
 
-    from braunet.train.data import collect_pairs
+    from braunet.train.pairs import collect_pairs
     from braunet.train.evaluate import evaluate_files
     from braunet.zoo import load_model
 

@@ -46,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
     from braunet.errors import OutputError
     from braunet.model import save_checkpoint
     from braunet.train.anchors import ANCHORS_FILE
-    from braunet.train.data import collect_pairs, load_pairs
     from braunet.train.finetune import finetune
+    from braunet.train.pairs import collect_pairs
+    from braunet.train.slices import load_pairs
     from braunet.zoo import load_model, model_path
 
     out: Path = args.out.expanduser()

@@ -16,9 +16,9 @@ from pathlib import Path
 
 __all__ = ["add_parser", "run"]
 
+# Output suffixes by kind of input, the default first (the subset of braunet.io.FORMATS predict writes).
 _VOLUME_SUFFIXES = (".nii.gz", ".nii")
 _IMAGE_SUFFIXES = (".png",)
-_INPUT_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def _positive_int(text: str) -> int:
@@ -48,12 +48,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _stem(path: Path) -> str:
+    from braunet.io import file_stem, format_of
+
     name = path.name.rstrip("/") or path.resolve().name
-    lower = name.lower()
-    for suffix in _INPUT_SUFFIXES:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return file_stem(name) if format_of(name) else name  # a DICOM folder keeps its whole name
 
 
 def _is_folder_target(out: Path, text: str, several: bool) -> bool:

@@ -25,12 +25,11 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from braunet.errors import InputError
 from braunet.io._common import PARSE_ERRORS, existing_file, first_line
+from braunet.io.formats import IMAGE_SUFFIXES, TIFF
 from braunet.io.volume import Volume
 
-__all__ = ["IMAGE_SUFFIXES", "read_image_2d", "read_2d_class_names", "save_image_2d"]
+__all__ = ["read_image_2d", "read_2d_class_names", "save_image_2d"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-_TIFF_SUFFIXES = (".tif", ".tiff")
 _IDENTITY = np.eye(4)
 _CLASS_NAMES_KEY = "braunet_class_names"
 _PIL_ERRORS = (UnidentifiedImageError, SyntaxError, Image.DecompressionBombError, *PARSE_ERRORS)
@@ -51,7 +50,7 @@ def read_image_2d(path: str | PathLike) -> Volume:
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
         raise InputError(f"{path}: unsupported image type {suffix!r}; expected one of {', '.join(IMAGE_SUFFIXES)}")
-    array = _read_tiff(path) if suffix in _TIFF_SUFFIXES else _read_pillow(path)
+    array = _read_tiff(path) if TIFF.matches(path) else _read_pillow(path)
     array = _checked_pixels(path, array)
     return Volume(array=array, affine=_IDENTITY, source=path, modality="RGB" if array.ndim == 3 else "grey", is_2d=True)
 
@@ -160,7 +159,7 @@ def save_image_2d(array: np.ndarray, path: Path, *, class_names: dict[int, str] 
     plus uint16 RGB to TIFF; the format comes from ``path``'s suffix. Class names go into a PNG
     text chunk (TIFF: the ImageDescription tag) as JSON."""
     text = json.dumps({_CLASS_NAMES_KEY: {str(k): v for k, v in sorted(class_names.items())}}) if class_names else None
-    if path.suffix.lower() in _TIFF_SUFFIXES:
+    if TIFF.matches(path):
         photometric = "rgb" if array.ndim == 3 else "minisblack"
         tifffile.imwrite(path, array, photometric=photometric, description=text, metadata=None)
         return
@@ -174,7 +173,7 @@ def read_2d_class_names(path: str | PathLike) -> dict[int, str] | None:
     """The class names :func:`~braunet.io.write_labels` stored in a PNG or TIFF, if any."""
     path = Path(path)
     try:
-        if path.suffix.lower() in _TIFF_SUFFIXES:
+        if TIFF.matches(path):
             with tifffile.TiffFile(path) as tiff:
                 text = tiff.pages[0].description
         else:

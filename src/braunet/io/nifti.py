@@ -18,11 +18,10 @@ from nibabel.spatialimages import HeaderDataError
 
 from braunet.errors import InputError
 from braunet.io._common import PARSE_ERRORS, existing_file, first_line, require_finite, rescale
+from braunet.io.formats import NIFTI
 from braunet.io.volume import Volume
 
-__all__ = ["NIFTI_SUFFIXES", "is_nifti_path", "nifti_image", "read_nifti", "read_nifti_class_names"]
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
+__all__ = ["is_nifti_path", "nifti_image", "read_nifti", "read_nifti_class_names"]
 
 # Header fields that together define the voxel-to-world geometry (pixdim[0] is qfac).
 _GEOMETRY_FIELDS = (
@@ -36,7 +35,7 @@ _CLASS_NAMES_KEY = "braunet_class_names"
 
 def is_nifti_path(path: Path) -> bool:
     """True for ``.nii`` and ``.nii.gz`` (any case)."""
-    return path.name.lower().endswith(NIFTI_SUFFIXES)
+    return NIFTI.matches(path)
 
 
 def read_nifti(path: str | PathLike) -> Volume:

@@ -1,4 +1,4 @@
-"""``read_image``: pick the reader from the path (suffix, or a folder for DICOM)."""
+"""``read_image``: pick the reader from the path (a folder for DICOM, else the suffix in :data:`FORMATS`)."""
 
 from __future__ import annotations
 
@@ -8,22 +8,21 @@ from pathlib import Path
 
 from braunet.errors import InputError
 from braunet.io.dicom import read_dicom_series
-from braunet.io.image2d import IMAGE_SUFFIXES, read_2d_class_names, read_image_2d
-from braunet.io.nifti import NIFTI_SUFFIXES, is_nifti_path, read_nifti, read_nifti_class_names
+from braunet.io.formats import DICOM_FILE_SUFFIXES, SUPPORTED_SUFFIXES, format_of
+from braunet.io.image2d import read_2d_class_names, read_image_2d
+from braunet.io.nifti import is_nifti_path, read_nifti, read_nifti_class_names
 from braunet.io.volume import Volume
 
-__all__ = ["SUPPORTED_SUFFIXES", "read_class_names", "read_image"]
-
-SUPPORTED_SUFFIXES = NIFTI_SUFFIXES + IMAGE_SUFFIXES
-_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+__all__ = ["read_class_names", "read_image"]
 
 
 def read_image(path: str | PathLike, *, modality: str | None = None) -> Volume:
     """Read a NIfTI volume, a DICOM series folder or a 2-D image.
 
-    Dispatch: ``.nii``/``.nii.gz`` -> :func:`read_nifti`; a folder -> :func:`read_dicom_series`;
-    ``.png .jpg .jpeg .bmp .tif .tiff`` -> :func:`read_image_2d`. A single ``.dcm`` file is
-    refused: one slice has no slice spacing, and the series is what the user means.
+    Dispatch: a folder -> :func:`read_dicom_series`; by :data:`~braunet.io.formats.FORMATS`,
+    ``.nii``/``.nii.gz`` -> :func:`read_nifti` and the 2-D formats (``.png .jpg .jpeg .bmp .tif
+    .tiff``) -> :func:`read_image_2d`. A single ``.dcm`` file is refused: one slice has no slice
+    spacing, and the series is what the user means.
 
     Args:
         path: file or folder.
@@ -35,13 +34,12 @@ def read_image(path: str | PathLike, *, modality: str | None = None) -> Volume:
     path = Path(path).expanduser()
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
+    fmt = format_of(path)
     if path.is_dir():
         volume = read_dicom_series(path)
-    elif is_nifti_path(path):
-        volume = read_nifti(path)
-    elif path.suffix.lower() in IMAGE_SUFFIXES:
-        volume = read_image_2d(path)
-    elif path.suffix.lower() in _DICOM_SUFFIXES:
+    elif fmt is not None:
+        volume = read_image_2d(path) if fmt.is_2d else read_nifti(path)
+    elif path.suffix.lower() in DICOM_FILE_SUFFIXES:
         raise InputError(f"{path}: a single DICOM file; give the series folder ({path.parent}) instead")
     else:
         raise InputError(

@@ -17,13 +17,14 @@ import numpy as np
 
 from braunet._atomic import atomic_path, check_writable_target
 from braunet.errors import InputError, OutputError
+from braunet.io.formats import NIFTI, suffixes
 from braunet.io.image2d import save_image_2d
-from braunet.io.nifti import NIFTI_SUFFIXES, is_nifti_path, nifti_image
+from braunet.io.nifti import is_nifti_path, nifti_image
 from braunet.io.volume import Volume
 
 __all__ = ["write_image", "write_labels"]
 
-_IMAGE_2D_SUFFIXES = (".png", ".tif", ".tiff")
+_IMAGE_2D_SUFFIXES = suffixes(is_2d=True, writable=True)
 _NIFTI_DTYPES = frozenset("bBhHiIlLqQfd")  # reason: numpy type chars NIfTI-1 can store (ints, float32/64)
 
 
@@ -84,7 +85,7 @@ def _target(path: str | PathLike, like: Volume) -> Path:
     if like.is_2d and not name.endswith(_IMAGE_2D_SUFFIXES):
         raise OutputError(f"{target}: a 2-D image is written as {', '.join(_IMAGE_2D_SUFFIXES)}")
     if not like.is_2d and not is_nifti_path(target):
-        raise OutputError(f"{target}: a volume is written as NIfTI ({' or '.join(NIFTI_SUFFIXES)})")
+        raise OutputError(f"{target}: a volume is written as NIfTI ({' or '.join(NIFTI.suffixes)})")
     inputs = (like.source,) if like.source is not None else ()
     return check_writable_target(target, inputs=inputs)
 

@@ -46,7 +46,7 @@ def label_colormap(class_names: Sequence[str], class_colors: Sequence[str] = ())
     """napari ``colormap`` dict {label: colour}: background and unknown labels transparent."""
     colors = list(class_colors) if len(class_colors) >= len(class_names) else []
     if not colors:
-        from braunet.data import SYNAPSE8_CLASSES, SYNAPSE8_COLORS
+        from braunet.classes import SYNAPSE8_CLASSES, SYNAPSE8_COLORS
 
         colors = SYNAPSE8_COLORS if list(class_names) == SYNAPSE8_CLASSES else ["#000000"] + _PALETTE
         while len(colors) < len(class_names):

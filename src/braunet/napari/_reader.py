@@ -13,17 +13,16 @@ from typing import Any
 
 __all__ = ["napari_get_reader", "read_layers"]
 
-_FILE_SUFFIXES = (".nii", ".nii.gz", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
 
 def _accepts(path: Path) -> bool:
-    name = path.name.lower()
+    from braunet.io import format_of  # reason: the suffix table is the one in braunet.io (napari.yaml mirrors it)
+
     if path.is_dir():  # a DICOM series folder: at least one file that is not hidden
         try:
             return any(p.is_file() and not p.name.startswith(".") for p in path.iterdir())
         except OSError:
             return False
-    return name.endswith(_FILE_SUFFIXES)
+    return format_of(path) is not None
 
 
 def napari_get_reader(path: str | list[str]) -> Callable[[Any], list] | None:
@@ -43,14 +42,14 @@ def read_layers(path: str | list[str]) -> list[tuple[Any, dict, str]]:
     Raises:
         braunet.errors.InputError: ``"PATH: problem"`` (napari shows it as a notification).
     """
-    from braunet.io import read_class_names, read_image
+    from braunet.io import file_stem, read_class_names, read_image
     from braunet.napari._geometry import volume_to_layer
     from braunet.napari._layers import image_layer, labels_layer
 
     layers = []
     for item in [path] if isinstance(path, (str, os.PathLike)) else path:
         item = Path(item)
-        name = item.name[: -len(".nii.gz")] if item.name.lower().endswith(".nii.gz") else item.stem
+        name = file_stem(item)
         volume = read_image(item)
         names = None if item.is_dir() else read_class_names(item)
         if names:

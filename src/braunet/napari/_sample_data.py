@@ -1,6 +1,6 @@
 """npe2 sample data: each sample opens as an image layer plus its reference labels on the same grid.
 
-The files come from :mod:`braunet.data` (pinned public sources, cached; ``BRAUNET_DATA_DIR`` for
+The files come from :mod:`braunet.samples` (pinned public sources, cached; ``BRAUNET_DATA_DIR`` for
 offline use). The colonoscopy frame is CVC-ClinicDB, for non-commercial research/education only.
 """
 
@@ -12,8 +12,8 @@ __all__ = ["colonoscopy", "ct_abdomen", "dermoscopy", "sample_layers"]
 
 
 def sample_layers(key: str) -> list[tuple[Any, dict, str]]:
-    """[image, labels] layer-data tuples of the sample ``key`` (see :func:`braunet.data.list_samples`)."""
-    from braunet.data import load_sample
+    """[image, labels] layer-data tuples of the sample ``key`` (see :func:`braunet.samples.list_samples`)."""
+    from braunet.samples import load_sample
     from braunet.napari._layers import image_layer, labels_layer_from_source
 
     loaded = load_sample(key)

@@ -162,7 +162,8 @@ def run_official_evaluation(args: argparse.Namespace) -> int:
             folder = TransUNetFolder(parse_data_spec(args.data)[1])
             report: Any = evaluate_transunet(model, folder, card.class_names, progress=progress)
         else:
-            from braunet.train.data import collect_pairs, load_pairs
+            from braunet.train.pairs import collect_pairs
+            from braunet.train.slices import load_pairs
 
             if not (args.images and args.labels):
                 raise InputError("give both --images and --labels")

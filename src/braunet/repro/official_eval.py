@@ -290,14 +290,14 @@ def evaluate_volumes_official(
     """
     from braunet.infer import predict_volume
     from braunet.io import read_image
-    from braunet.train.data import mask_to_labels_volume
+    from braunet.train.masks import mask_to_labels
 
     report = OfficialReport(_class_names(card.class_names, model.config.num_classes))
     for done, (image_path, label_path) in enumerate(pairs):
         volume, label = read_image(image_path), read_image(label_path)
         if volume.is_2d:
             raise InputError(f"{image_path}: the Synapse protocol needs 3-D volumes")
-        truth = mask_to_labels_volume(label.array, model.config.num_classes, str(label_path))
+        truth = mask_to_labels(label.array, model.config.num_classes, str(label_path), kind="label_map")
         if truth.shape != tuple(volume.array.shape):
             raise InputError(f"{label_path}: label shape {truth.shape} differs from the image's {volume.array.shape}")
         prediction = predict_volume(model, card, volume, should_stop=should_stop).labels
@@ -353,13 +353,13 @@ class BinaryReport:
 
 
 def evaluate_binary_official(model: nn.Module, card, slices, *, with_ours: bool = True) -> BinaryReport:
-    """The official ISIC / CVC test on labelled images (a :class:`braunet.train.data.SliceSet`).
+    """The official ISIC / CVC test on labelled images (a :class:`braunet.train.slices.SliceSet`).
 
     Images go through the card's recipe at the network size (bilinear resize + ImageNet
     normalisation), masks are resized with nearest neighbour, as the official test's
     ``A.Resize(256, 256)``; scores are computed there.
     """
-    from braunet.train.data import prepare
+    from braunet.train.datasets import prepare
     from braunet.train.validation import predict_prepared
 
     size, classes = model.config.img_size, model.config.num_classes

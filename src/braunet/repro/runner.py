@@ -231,7 +231,9 @@ class _BinaryTask:
         preprocessing: dict[str, Any], img_size: int,
     ) -> None:
         from braunet.repro.splits import official_split
-        from braunet.train.data import collect_pairs, file_stem, load_pairs
+        from braunet.io import file_stem
+        from braunet.train.pairs import collect_pairs
+        from braunet.train.slices import load_pairs
 
         self.recipe, self.preprocessing = recipe, preprocessing
         pairs = collect_pairs(images, labels)
@@ -287,7 +289,8 @@ class _BinaryTask:
 
 def _prepare_in_chunks(pairs: Sequence[tuple[Path, Path]], preprocessing: dict[str, Any], img_size: int, chunk: int = 64):
     """Read and preprocess image/mask pairs a chunk at a time, so native-size images never pile up."""
-    from braunet.train.data import PreparedSlices, load_pairs, prepare
+    from braunet.train.datasets import PreparedSlices, prepare
+    from braunet.train.slices import load_pairs
 
     parts = [prepare(load_pairs(pairs[i : i + chunk], num_classes=1), preprocessing, img_size, 1)
              for i in range(0, len(pairs), chunk)]
@@ -303,7 +306,7 @@ def _read_groups(path: str, ids: Sequence[str]) -> list[str]:
     """CSV with columns image,group (header optional); ids are file stems or names."""
     import csv
 
-    from braunet.train.data import file_stem
+    from braunet.io import file_stem
 
     mapping: dict[str, str] = {}
     try:
@@ -324,7 +327,7 @@ def _read_groups(path: str, ids: Sequence[str]) -> list[str]:
 
 
 def _card(recipe: TrainingProtocol, config, name: str, training: dict[str, Any]) -> ModelCard:
-    from braunet.data import SYNAPSE8_CLASSES, SYNAPSE8_COLORS
+    from braunet.classes import SYNAPSE8_CLASSES, SYNAPSE8_COLORS
 
     names = list(recipe["data.class_names"])
     return ModelCard(

@@ -16,7 +16,7 @@ import numpy as np
 
 from braunet._atomic import atomic_path
 from braunet.errors import CheckpointError
-from braunet.train.data import SliceSet
+from braunet.train.slices import SliceSet
 
 __all__ = ["ANCHORS_FILE", "find_anchors", "load_anchors", "save_anchors"]
 

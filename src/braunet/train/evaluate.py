@@ -26,8 +26,8 @@ import torch
 
 from braunet.errors import Cancelled, InputError
 from braunet.model import BRAUNet, ModelCard
-from braunet.train.data import SliceSet
 from braunet.train.metrics import per_class_metrics
+from braunet.train.slices import SliceSet
 
 __all__ = ["Evaluation", "evaluate_files", "evaluate_slices", "predict_slices"]
 
@@ -183,7 +183,7 @@ def evaluate_files(
     """
     from braunet.infer import predict
     from braunet.io import read_image
-    from braunet.train.data import mask_to_labels, mask_to_labels_volume
+    from braunet.train.masks import mask_to_labels
 
     binary = model.config.num_classes == 1
     ids = [1] if binary else list(range(1, model.config.num_classes))
@@ -193,10 +193,7 @@ def evaluate_files(
             raise Cancelled("evaluation cancelled")
         volume, label = read_image(image_path), read_image(label_path)
         classes = model.config.num_classes
-        if volume.is_2d:
-            truth = mask_to_labels(label.array, classes, str(label_path))
-        else:
-            truth = mask_to_labels_volume(label.array, classes, str(label_path))
+        truth = mask_to_labels(label.array, classes, str(label_path), kind="image" if volume.is_2d else "label_map")
         if truth.shape != tuple(volume.spatial_shape):
             raise InputError(f"{label_path}: label shape {truth.shape} differs from the image's {volume.spatial_shape}")
         pred = predict(model, card, volume).labels.astype(np.int64)

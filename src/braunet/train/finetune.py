@@ -50,10 +50,11 @@ from torch import nn
 from braunet.errors import Cancelled, InputError
 from braunet.model import BRAUNet, ModelCard
 from braunet.train.anchors import find_anchors, load_anchors
-from braunet.train.data import AugmentedSlices, SliceSet, prepare
+from braunet.train.datasets import AugmentedSlices, prepare
 from braunet.train.loop import FitConfig, FitHooks, Step, fit, used_parameters
 from braunet.train.losses import make_loss
 from braunet.train.metrics import dice
+from braunet.train.slices import SliceSet
 from braunet.train.validation import predict_prepared
 
 __all__ = ["MODES", "FinetuneProgress", "FinetuneResult", "finetune"]

@@ -23,21 +23,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from braunet.errors import InputError
+from braunet.io import IMAGE_SUFFIXES  # photographs: the rgb recipe by default
 from braunet.model import BRAUNet, ModelCard
 from braunet.train.trainer import TrainConfig, TrainProgress, TrainResult, train
 
 if TYPE_CHECKING:
-    from braunet.train.data import SliceSet
+    from braunet.train.slices import SliceSet
 
 __all__ = ["default_class_names", "train_on_files", "train_on_slices"]
-
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # photographs: the rgb recipe by default
-
 
 def default_class_names(num_classes: int, names: Sequence[str] | None = None) -> list[str]:
     """Class names, background first: ``names`` checked against the count, or defaults
     (Synapse's 8 organs for 9 classes, background/foreground for a binary model, class_1 ...)."""
-    from braunet.data import SYNAPSE8_CLASSES
+    from braunet.classes import SYNAPSE8_CLASSES
 
     count = max(num_classes, 2)
     if names:
@@ -68,7 +66,7 @@ def train_on_slices(
 
     Args:
         card: the new model's card (architecture, class names, preprocessing, provenance).
-        train_slices, val_slices: :class:`braunet.train.data.SliceSet` at the images' own size;
+        train_slices, val_slices: :class:`braunet.train.slices.SliceSet` at the images' own size;
             ``val_slices`` None: no validation (the last weights are kept).
         out_dir, config, resume, progress, should_stop: as :func:`braunet.train.trainer.train`.
         model: start from these weights (same architecture as the card); default: a fresh model
@@ -79,7 +77,7 @@ def train_on_slices(
     import torch
 
     from braunet.infer.device import resolve_device
-    from braunet.train.data import prepare
+    from braunet.train.datasets import prepare
 
     config = config or TrainConfig()
     resolved = resolve_device(device)
@@ -141,7 +139,8 @@ def train_on_files(
     """
     from braunet.infer.preprocess import official_preprocessing
     from braunet.model import get_preset
-    from braunet.train.data import collect_pairs, load_pairs, split_validation
+    from braunet.train.pairs import collect_pairs
+    from braunet.train.slices import load_pairs, split_validation
 
     try:
         architecture = get_preset(preset)
@@ -150,7 +149,7 @@ def train_on_files(
     num_classes = num_classes or architecture.num_classes
     architecture = architecture.replace(num_classes=num_classes)
     pairs = collect_pairs(images, labels)
-    kind = preprocessing or ("rgb" if pairs[0][0].suffix.lower() in _IMAGE_SUFFIXES else "ct")
+    kind = preprocessing or ("rgb" if pairs[0][0].name.lower().endswith(IMAGE_SUFFIXES) else "ct")
     recipe = official_preprocessing(kind)
     view = recipe.get("view", "radiological")
     slices = load_pairs(pairs, num_classes=num_classes, view=view)

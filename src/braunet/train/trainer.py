@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from braunet.errors import CheckpointError, InputError
 from braunet.model import BRAUNet, ModelCard, save_checkpoint
-from braunet.train.data import AugmentedSlices, PreparedSlices
+from braunet.train.datasets import AugmentedSlices, PreparedSlices
 from braunet.train.loop import (
     STATE_FILE,
     FitConfig,
@@ -64,7 +64,7 @@ class TrainConfig:
         lr, weight_decay, optimizer ("adamw" or "sgd"), momentum (SGD): as in PyTorch.
         warmup_steps: linear learning-rate warm-up, then polynomial decay with ``poly_power``.
         augment: "auto" (from the card's preprocessing kind), "ct", "rgb" or "none";
-            see :class:`braunet.train.data.AugmentedSlices`.
+            see :class:`braunet.train.datasets.AugmentedSlices`.
         val_every: validate every this many epochs (and after the last).
         amp: mixed precision; None = on for CUDA, off on CPU (CPU autocast does not speed this
             model up on 2 cores).
@@ -228,7 +228,7 @@ def train(
         model: a BRAUNet whose config equals ``card.config`` (fresh or pre-trained).
         card: written beside the weights; ``metrics["validation"]`` and ``training`` (epochs, steps,
             wall time, hardware, settings) are filled in, other fields kept.
-        train_data, val_data: from :func:`braunet.train.data.prepare` with the card's recipe.
+        train_data, val_data: from :func:`braunet.train.datasets.prepare` with the card's recipe.
             ``val_data`` None: no validation, the last weights are kept.
         out_dir: output folder (created); see the module docstring.
         resume: continue from ``out_dir/train_state.pt`` (same model config), including the

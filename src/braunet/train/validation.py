@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from braunet.train.data import PreparedSlices
+from braunet.train.datasets import PreparedSlices
 from braunet.train.metrics import dice
 
 __all__ = ["DiceReport", "predict_prepared", "validation_dice"]

@@ -6,17 +6,22 @@ network (tests, CI, clinics) set ``BRAUNET_DATA_DIR`` to a folder laid out like 
 data folder (``totalseg_ct/``, ``isic2016_crops/``, ``cvc_clinicdb/``); the same hashes are checked
 there, so both routes give identical arrays.
 
-Samples (``list_samples()``):
+Samples (``list_samples()``), each naming the bundled model that segments it (``default_model``):
 
 * ``ct_abdomen`` - TotalSegmentator's example CT (Apache-2.0), 122 x 101 x 112 voxels of 3 mm, with
-  the 8 Synapse organs derived from TotalSegmentator v1's 104-class prediction (silver standard).
-* ``dermoscopy`` - ISIC 2016 test image ISIC_0000198 (CC-0), 512 x 512 centre crop, lesion mask.
+  the 8 Synapse organs derived from TotalSegmentator v1's 104-class prediction (silver standard);
+  ``ct-abdomen-8``.
+* ``dermoscopy`` - ISIC 2016 test image ISIC_0000198 (CC-0), 512 x 512 centre crop, lesion mask;
+  ``skin-lesion``.
 * ``colonoscopy`` - CVC-ClinicDB frame 139 (sequence 7), polyp mask; research and education use only,
-  commercial use forbidden by the dataset's licence.
+  commercial use forbidden by the dataset's licence; ``polyp``.
+
+2-D masks are binarised with :func:`braunet.train.masks.mask_to_labels` (``kind="image"``:
+``value > 127``), as the datasets' own binarised copies are.
 
 Example::
 
-    from braunet.data import load_sample
+    from braunet.samples import load_sample
     sample = load_sample("ct_abdomen")
     sample.image.array.shape, sample.labels.shape   # (122, 101, 112) twice, same voxel grid
 """
@@ -31,6 +36,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from braunet.classes import (
+    LESION_CLASSES,
+    LESION_COLORS,
+    POLYP_CLASSES,
+    POLYP_COLORS,
+    SYNAPSE8_CLASSES,
+    SYNAPSE8_COLORS,
+)
 from braunet.errors import InputError
 
 if TYPE_CHECKING:
@@ -39,8 +52,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DATA_DIR_ENV",
     "SAMPLES",
-    "SYNAPSE8_CLASSES",
-    "SYNAPSE8_COLORS",
     "LoadedSample",
     "RemoteFile",
     "Sample",
@@ -52,15 +63,6 @@ __all__ = [
 ]
 
 DATA_DIR_ENV = "BRAUNET_DATA_DIR"
-
-# Synapse / TransUNet / BRAU-Net++ label order (value = index).
-SYNAPSE8_CLASSES = [
-    "background", "aorta", "gallbladder", "kidney_left", "kidney_right", "liver", "pancreas", "spleen", "stomach",
-]
-# One distinct, colour-blind-friendlier colour per organ (Okabe-Ito based); background transparent in napari.
-SYNAPSE8_COLORS = [
-    "#000000", "#d55e00", "#009e73", "#56b4e9", "#0072b2", "#e69f00", "#f0e442", "#cc79a7", "#8f63c8",
-]
 
 # TotalSegmentator v1 class values (tests/reference_files/example_seg.nii.gz at commit 5de6e4d) of the
 # Synapse organs; see the shared data's labels.json, map "v1_class_map_commit_5de6e4d".
@@ -86,7 +88,11 @@ class RemoteFile:
 
 @dataclass(frozen=True)
 class Sample:
-    """A registered sample: its files, classes, licence and how to cite it."""
+    """A registered sample: its files, classes, licence, how to cite it, and the bundled model for it.
+
+    ``default_model`` names the bundled model (``braunet.zoo``) trained for this kind of image; the
+    default-model rule reads it rather than keeping its own map.
+    """
 
     key: str
     display_name: str
@@ -95,6 +101,7 @@ class Sample:
     labels: RemoteFile
     class_names: list[str]
     class_colors: list[str]
+    default_model: str
     licence: str
     description: str
     citation: str = ""
@@ -128,6 +135,7 @@ SAMPLES: dict[str, Sample] = {
         ),
         class_names=SYNAPSE8_CLASSES,
         class_colors=SYNAPSE8_COLORS,
+        default_model="ct-abdomen-8",
         licence="Apache-2.0 (wasserth/TotalSegmentator repository)",
         description=(
             "Contrast-enhanced abdominal CT, 122 x 101 x 112 voxels of 3 mm (pelvis to upper abdomen). Labels: the 8 "
@@ -149,8 +157,9 @@ SAMPLES: dict[str, Sample] = {
             local="isic2016_crops/masks_original_jpg/ISIC_0000198.jpg",
             sha256="f6a385f179ef67da9c18213386036dc839bcdafb712cd8990d255ac949940cc2",
         ),
-        class_names=["background", "lesion"],
-        class_colors=["#000000", "#e69f00"],
+        class_names=LESION_CLASSES,
+        class_colors=LESION_COLORS,
+        default_model="skin-lesion",
         licence="CC-0 (ISIC 2016 challenge data)",
         description="ISIC 2016 test image ISIC_0000198, 512 x 512 centre crop; ground-truth lesion mask (JPEG, >127).",
         citation="Gutman et al. 2016, arXiv:1605.01397",
@@ -169,8 +178,9 @@ SAMPLES: dict[str, Sample] = {
             local="cvc_clinicdb/masks/139.tif",
             sha256="63c26e6e40180e6adfc38f82709a0ad9e0820518bc30c63bd1b5dad5dbbe36b6",
         ),
-        class_names=["background", "polyp"],
-        class_colors=["#000000", "#56b4e9"],
+        class_names=POLYP_CLASSES,
+        class_colors=POLYP_COLORS,
+        default_model="polyp",
         licence=(
             "CVC-ClinicDB: research and educational use only, commercial use forbidden; images (c) Hospital Clinic "
             "Barcelona, ground truth (c) Computer Vision Center Barcelona"
@@ -286,28 +296,12 @@ def synapse8_from_totalseg_v1(seg: np.ndarray) -> np.ndarray:
     return out
 
 
-def _read_mask_2d(path: Path) -> np.ndarray:
-    """A 2-D mask file (JPEG/PNG/TIFF, grey or RGB) -> uint8 {0, 1} with ``value > 127`` as foreground."""
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
-
-        mask = tifffile.imread(path)
-    else:
-        from PIL import Image
-
-        with Image.open(path) as image:
-            mask = np.asarray(image.convert("L"))
-    mask = np.asarray(mask)
-    if mask.ndim == 3:
-        mask = mask.mean(axis=-1)
-    return (mask > 127).astype(np.uint8)
-
-
 def load_sample(key: str) -> LoadedSample:
     """Fetch (if needed), verify and read a sample; labels are on the image's voxel grid."""
     import nibabel as nib
 
     from braunet.io import read_image
+    from braunet.train.masks import mask_to_labels
 
     sample = _sample(key)
     paths = fetch(key)
@@ -327,7 +321,8 @@ def load_sample(key: str) -> LoadedSample:
             raise InputError(f"{paths['labels']}: label grid differs from the CT's {image.array.shape}")
         labels = synapse8_from_totalseg_v1(seg)
     else:
-        labels = _read_mask_2d(paths["labels"])
+        mask = read_image(paths["labels"]).array
+        labels = mask_to_labels(mask, 1, str(paths["labels"]), kind="image").astype(np.uint8)
         if labels.shape != image.array.shape[:2]:
             raise InputError(f"{paths['labels']}: mask shape {labels.shape} differs from the image's")
     return LoadedSample(sample=sample, image=image, labels=labels)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from braunet import data
+from braunet import samples
 from braunet.errors import InputError
 
 
@@ -17,9 +18,9 @@ def _sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("key", data.list_samples())
+@pytest.mark.parametrize("key", samples.list_samples())
 def test_pins_match_the_shared_copies(key, shared_data):
-    sample = data.SAMPLES[key]
+    sample = samples.SAMPLES[key]
     for remote in (sample.image, sample.labels):
         assert remote.url.startswith("https://raw.githubusercontent.com/")
         assert any(len(part) == 40 for part in remote.url.split("/")), "URL must be pinned to a commit"
@@ -27,31 +28,31 @@ def test_pins_match_the_shared_copies(key, shared_data):
         if remote.sha256:
             assert _sha256(path) == remote.sha256
         else:
-            assert data.voxel_digest(np.asarray(nib.load(path).dataobj)) == remote.voxel_sha256
+            assert samples.voxel_digest(np.asarray(nib.load(path).dataobj)) == remote.voxel_sha256
 
 
 def test_voxel_digest_ignores_the_encoding(shared_data):
     seg = np.asarray(nib.load(shared_data / "totalseg_ct/case01_seg_totalseg_v1.nii.gz").dataobj)
-    assert data.voxel_digest(seg.astype(np.float64)) == data.voxel_digest(seg)  # upstream stores float64
+    assert samples.voxel_digest(seg.astype(np.float64)) == samples.voxel_digest(seg)  # upstream stores float64
     changed = seg.copy()
     changed[0, 0, 0] += 1
-    assert data.voxel_digest(changed) != data.voxel_digest(seg)
+    assert samples.voxel_digest(changed) != samples.voxel_digest(seg)
     with pytest.raises(InputError, match="not integers"):
-        data.voxel_digest(seg + 0.5)
+        samples.voxel_digest(seg + 0.5)
 
 
 def test_synapse8_derivation_reproduces_the_shared_label_map(shared_data):
     folder = shared_data / "totalseg_ct"
     v1 = np.asarray(nib.load(folder / "case01_seg_totalseg_v1.nii.gz").dataobj)
     expected = np.asarray(nib.load(folder / "case01_label_synapse8.nii.gz").dataobj)
-    derived = data.synapse8_from_totalseg_v1(v1)
+    derived = samples.synapse8_from_totalseg_v1(v1)
     assert derived.dtype == np.uint8
     np.testing.assert_array_equal(derived, expected)
     assert set(np.unique(derived)) == set(range(9))
 
 
 def test_load_sample_ct_labels_on_the_ct_grid():
-    loaded = data.load_sample("ct_abdomen")
+    loaded = samples.load_sample("ct_abdomen")
     assert loaded.image.array.shape == loaded.labels.shape == (122, 101, 112)
     np.testing.assert_allclose(loaded.image.spacing, (3.0, 3.0, 3.0))
     assert loaded.sample.class_names[5] == "liver"
@@ -61,7 +62,7 @@ def test_load_sample_ct_labels_on_the_ct_grid():
 @pytest.mark.parametrize(("key", "fraction", "shape"), [("dermoscopy", 0.2891, (512, 512)),
                                                          ("colonoscopy", 0.1843, (288, 384))])  # fmt: skip
 def test_load_sample_2d_masks_are_binarised(key, fraction, shape):
-    loaded = data.load_sample(key)
+    loaded = samples.load_sample(key)
     assert loaded.image.array.shape == (*shape, 3) and loaded.image.array.dtype == np.uint8
     assert loaded.labels.shape == shape and set(np.unique(loaded.labels)) == {0, 1}
     assert loaded.labels.mean() == pytest.approx(fraction, abs=5e-4)  # cases.csv: foreground fraction (mask > 127)
@@ -70,7 +71,7 @@ def test_load_sample_2d_masks_are_binarised(key, fraction, shape):
 
 
 def test_colonoscopy_licence_is_stated():
-    sample = data.SAMPLES["colonoscopy"]
+    sample = samples.SAMPLES["colonoscopy"]
     assert "non-commercial" in sample.display_name
     assert "commercial use forbidden" in sample.licence
 
@@ -81,16 +82,16 @@ def test_a_modified_local_copy_is_refused(tmp_path, monkeypatch, shared_data):
     shutil.copy(shared_data / "cvc_clinicdb/images/139.tif", local / "139.tif")
     (tmp_path / "cvc_clinicdb/masks").mkdir()
     shutil.copy(shared_data / "cvc_clinicdb/masks/139.tif", tmp_path / "cvc_clinicdb/masks/139.tif")
-    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
-    assert data.fetch("colonoscopy")["image"] == local / "139.tif"
+    monkeypatch.setenv(samples.DATA_DIR_ENV, str(tmp_path))
+    assert samples.fetch("colonoscopy")["image"] == local / "139.tif"
     raw = bytearray((local / "139.tif").read_bytes())
     raw[-1] ^= 0xFF
     (local / "139.tif").write_bytes(bytes(raw))
     with pytest.raises(InputError, match=r"139\.tif: sha256 differs"):
-        data.fetch("colonoscopy")
-    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "missing"))
+        samples.fetch("colonoscopy")
+    monkeypatch.setenv(samples.DATA_DIR_ENV, str(tmp_path / "missing"))
     with pytest.raises(InputError, match="not a folder"):
-        data.fetch("colonoscopy")
+        samples.fetch("colonoscopy")
 
 
 def test_download_route_uses_pinned_urls_and_hashes(tmp_path, monkeypatch, shared_data):
@@ -101,16 +102,16 @@ def test_download_route_uses_pinned_urls_and_hashes(tmp_path, monkeypatch, share
 
     def fake_retrieve(url, known_hash, fname, path, progressbar):
         calls.append((url, known_hash))
-        local = next(r.local for s in data.SAMPLES.values() for r in (s.image, s.labels) if r.url == url)
+        local = next(r.local for s in samples.SAMPLES.values() for r in (s.image, s.labels) if r.url == url)
         target = tmp_path / fname
         shutil.copy(shared_data / local, target)
         return str(target)
 
-    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    monkeypatch.delenv(samples.DATA_DIR_ENV, raising=False)
     monkeypatch.setattr(pooch, "retrieve", fake_retrieve)
-    loaded = data.load_sample("ct_abdomen")
+    loaded = samples.load_sample("ct_abdomen")
     assert loaded.labels.shape == (122, 101, 112)
-    ct, seg = data.SAMPLES["ct_abdomen"].image, data.SAMPLES["ct_abdomen"].labels
+    ct, seg = samples.SAMPLES["ct_abdomen"].image, samples.SAMPLES["ct_abdomen"].labels
     assert calls == [(ct.url, f"sha256:{ct.sha256}"), (seg.url, None)]  # the seg is checked by voxel digest
     assert "0e65a448d557382b1e925276212b3bec7f5aff83" in ct.url
     assert "5de6e4dcf702d525e0b2813683575b2c9e998aee" in seg.url
@@ -126,10 +127,38 @@ def test_download_route_uses_pinned_urls_and_hashes(tmp_path, monkeypatch, share
 
     monkeypatch.setattr(pooch, "retrieve", corrupt_seg)
     with pytest.raises(InputError, match="label voxels differ from the pinned content digest"):
-        data.load_sample("ct_abdomen")
+        samples.load_sample("ct_abdomen")
     assert not any(p.name.endswith("case01_seg_totalseg_v1.nii.gz") for p in tmp_path.iterdir()), "bad download kept"
 
 
 def test_unknown_sample():
     with pytest.raises(InputError, match="unknown sample 'brain'"):
-        data.load_sample("brain")
+        samples.load_sample("brain")
+
+
+@pytest.mark.parametrize("key", samples.list_samples())
+def test_each_sample_names_a_bundled_model_with_its_classes_and_colours(key):
+    """``default_model`` is a bundled model whose card has the sample's class names and colours."""
+    from importlib import resources
+
+    from braunet.model import read_card
+
+    sample = samples.SAMPLES[key]
+    card = read_card(Path(str(resources.files("braunet") / "models" / sample.default_model)))
+    assert card.class_names == sample.class_names
+    assert card.class_colors == sample.class_colors
+    assert card.preprocessing["kind"] == sample.kind
+
+
+def test_sample_classes_are_the_package_class_lists():
+    from braunet import classes
+
+    expected = {
+        "ct_abdomen": (classes.SYNAPSE8_CLASSES, classes.SYNAPSE8_COLORS),
+        "dermoscopy": (classes.LESION_CLASSES, classes.LESION_COLORS),
+        "colonoscopy": (classes.POLYP_CLASSES, classes.POLYP_COLORS),
+    }
+    assert set(expected) == set(samples.SAMPLES)
+    for key, (names, colors) in expected.items():
+        assert samples.SAMPLES[key].class_names is names and samples.SAMPLES[key].class_colors is colors
+        assert len(names) == len(colors)
