@@ -289,9 +289,15 @@ def import_official(checkpoint: str | os.PathLike, root: str | os.PathLike | Non
         if existing.provenance.get("sha256") == file_sha256(source):
             return ModelSource(f"{name}@1", "version", folder, existing)
         raise CheckpointError(f"{source}: another checkpoint was already imported as {name}@1 ({folder}); rename the file")
+    created = not folder.parent.exists()
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputError(f"{folder.parent}: cannot create the library folder ({error})") from None
-    convert_official(source, folder, name=name)
+    try:
+        convert_official(source, folder, name=name)
+    except BaseException:
+        if created and not any(folder.parent.iterdir()):
+            folder.parent.rmdir()  # reason: a failed import leaves no empty model folder in the library
+        raise
     return ModelSource(f"{name}@1", "version", folder, read_card(folder))
