@@ -15,7 +15,7 @@ from PIL import Image
 
 from braunet.cli import main
 from braunet.errors import CheckpointError
-from braunet.model import load_checkpoint, read_card
+from braunet.model import load_checkpoint
 from braunet.train.versions import save_version
 from braunet.zoo import default_model, library_dir, list_versions, load_model, resolve_model
 
