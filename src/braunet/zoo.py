@@ -141,7 +141,10 @@ def list_versions(name: str | None = None, root: str | os.PathLike | None = None
     Folders whose card is unreadable or names another model/version are skipped.
     """
     root = Path(root) if root is not None else library_dir()
-    names = [name] if name is not None else sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if name is not None:
+        names = [name]
+    else:
+        names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     found = []
     for model_name in names:
         base = root / model_name
@@ -288,7 +291,9 @@ def import_official(checkpoint: str | os.PathLike, root: str | os.PathLike | Non
         existing = read_card(folder)
         if existing.provenance.get("sha256") == file_sha256(source):
             return ModelSource(f"{name}@1", "version", folder, existing)
-        raise CheckpointError(f"{source}: another checkpoint was already imported as {name}@1 ({folder}); rename the file")
+        raise CheckpointError(
+            f"{source}: another checkpoint was already imported as {name}@1 ({folder}); rename the file"
+        )
     created = not folder.parent.exists()
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        where = f"; saved as {ref} ({written})" if ref else f"; written to {written}" if written else "; nothing written"
-        print(result.message + where)
+        where = f"saved as {ref} ({written})" if ref else f"written to {written}" if written else "nothing written"
+        print(f"{result.message}; {where}")
     return 3 if args.require_improvement and not result.accepted else 0
 

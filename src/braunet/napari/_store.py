@@ -96,7 +96,7 @@ class ModelStore:
             self.changed.emit()
 
     def add_source(self, ref: Any, *, select: bool = False) -> str:
-        """Register a model reference (bundled name, ``NAME@N``, folder or ModelSource; not loaded yet); return its key.
+        """Register a model reference (bundled name, ``NAME@N``, folder, ModelSource; not loaded); return its key.
 
         Keys: the name of a bundled model, ``NAME@N`` of a saved version, ``folder  [path]`` otherwise.
 
@@ -118,12 +118,13 @@ class ModelStore:
 
     def add_known_models(self) -> None:
         """Register the bundled models and the saved versions of the library (unreadable ones are skipped)."""
+        from braunet.errors import CheckpointError
         from braunet.zoo import list_models, list_versions
 
         for ref in [*list_models(), *list_versions()]:
             try:
                 self.add_source(ref)
-            except Exception:  # noqa: BLE001 - reason: one broken folder must not hide the other models
+            except CheckpointError:  # reason: one broken folder must not hide the other models
                 continue
 
     def add_official(self, checkpoint: str | Path, *, select: bool = True) -> str:
