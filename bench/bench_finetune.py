@@ -34,7 +34,7 @@ from bench._common import emit  # noqa: E402
 from braunet.train.evaluate import evaluate_slices  # noqa: E402
 from braunet.train.finetune import finetune  # noqa: E402
 from braunet.train.slices import SliceSet, load_image_pair  # noqa: E402
-from braunet.zoo import load_model  # noqa: E402
+from braunet.zoo import resolve_model  # noqa: E402
 
 BENCH_SEQUENCES = {2: (26, 38, 50), 8: (152, 164, 177), 16: (318, 330, 342), 23: (467, 472, 478), 29: (592, 602, 612)}
 VAL_SEQUENCES = {4: (68, 73, 78), 13: (253, 265, 277), 20: (409, 418, 428), 28: (572, 581, 591)}
@@ -71,14 +71,15 @@ def main() -> None:
     corrected = frames([seq[0] for seq in BENCH_SEQUENCES.values()])
     scored = frames([f for seq in BENCH_SEQUENCES.values() for f in seq[1:]])
     validation = frames([f for seq in VAL_SEQUENCES.values() for f in seq])
-    parent, card = load_model("polyp")
+    source = resolve_model("polyp")
+    parent, card = source.load()
     before = evaluate_slices(parent, card, scored).mean_dice
     val_before = evaluate_slices(parent, card, validation).mean_dice
     runs = []
     for mode, seed in [(m, s) for m in args.modes for s in args.seeds]:
         start = time.perf_counter()
         result = finetune(parent, card, corrected.images, corrected.labels, mode=mode, time_budget_s=args.budget,
-                          seed=seed, **extra)
+                          seed=seed, anchors=source.anchors, **extra)
         wall = time.perf_counter() - start
         after = evaluate_slices(result.model, card, scored).mean_dice
         val_after = evaluate_slices(result.model, card, validation).mean_dice

@@ -34,3 +34,11 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture(autouse=True)
+def model_library(tmp_path_factory, monkeypatch) -> Path:
+    """The model library (``$BRAUNET_MODELS_DIR``, saved versions) of each test: a fresh empty folder, never ``~``."""
+    folder = tmp_path_factory.mktemp("model-library")
+    monkeypatch.setenv("BRAUNET_MODELS_DIR", str(folder))
+    return folder

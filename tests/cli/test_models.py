@@ -1,4 +1,4 @@
-"""``braunet models`` and the model registry (braunet.zoo)."""
+"""``braunet models`` and the model resolver (braunet.zoo): bundled names, NAME@N versions, paths."""
 
 from __future__ import annotations
 
@@ -9,31 +9,33 @@ import pytest
 
 from braunet.cli import main
 from braunet.errors import CheckpointError
-from braunet.zoo import list_models, load_model, model_path, models_dir
+from braunet import zoo
+from braunet.zoo import bundled_dir, list_models, load_model, resolve_model
 
 
 @pytest.fixture()
 def library(tmp_path, ct_model_dir, rgb_model_dir, monkeypatch):
-    """A models folder with two models and one stray folder, used through BRAUNET_MODELS_DIR."""
+    """A bundled-models folder with two models and one stray folder, standing in for the package's."""
     shutil.copytree(ct_model_dir, tmp_path / "ct-test")
     shutil.copytree(rgb_model_dir, tmp_path / "polyp-test")
     (tmp_path / "README.md").write_text("not a model\n")
     (tmp_path / "notes").mkdir()
-    monkeypatch.setenv("BRAUNET_MODELS_DIR", str(tmp_path))
+    monkeypatch.setattr(zoo, "bundled_dir", lambda: tmp_path)
     return tmp_path
 
 
-def test_bundled_models_live_in_the_package(monkeypatch):
-    monkeypatch.delenv("BRAUNET_MODELS_DIR", raising=False)
-    folder = models_dir()
+def test_bundled_models_live_in_the_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("BRAUNET_MODELS_DIR", str(tmp_path))  # the library never hides the bundled models
+    folder = bundled_dir()
     assert folder.name == "models" and folder.parent.name == "braunet" and folder.is_dir()
+    assert {"ct-abdomen-8", "polyp", "skin-lesion"} <= set(list_models())
 
 
 def test_registry_lists_and_loads_by_name_or_path(library):
     assert list_models() == ["ct-test", "polyp-test"]
     model, card = load_model("ct-test")
     assert card.class_names[1] == "aorta" and model.config.num_classes == 9 and not model.training
-    assert model_path(library / "polyp-test") == library / "polyp-test"
+    assert resolve_model(library / "polyp-test").folder == library / "polyp-test"
     with pytest.raises(CheckpointError, match=r"'ct-abdomen-8'.*ct-test, polyp-test"):
         load_model("ct-abdomen-8")
     (library / "weights.pth").write_bytes(b"\x80")
@@ -53,6 +55,6 @@ def test_models_command_prints_a_table_and_json(library, capsys):
 
 
 def test_models_command_with_no_models(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("BRAUNET_MODELS_DIR", str(tmp_path))
+    monkeypatch.setattr(zoo, "bundled_dir", lambda: tmp_path)
     assert main(["models"]) == 0
     assert "no bundled models" in capsys.readouterr().out

@@ -131,7 +131,9 @@ def test_rgba_and_small_images_are_segmented_on_their_own_grid(data_dir, rgb_mod
 
 
 def test_missing_bundled_default_model_is_named(ct_path, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("BRAUNET_MODELS_DIR", str(tmp_path / "no-models"))
+    from braunet import zoo
+
+    monkeypatch.setattr(zoo, "bundled_dir", lambda: tmp_path / "no-models")
     code, _, err = run([ct_path, "-o", tmp_path / "x.nii.gz"], capsys)
     assert code == 2 and "ct-abdomen-8" in err and "bundled" in err
     assert not (tmp_path / "x.nii.gz").exists()

@@ -126,3 +126,21 @@ def test_accepts_training_checkpoints_that_pickle_args_and_paths(small_state_dic
     model = load_official(path, small_config)
     with torch.inference_mode():
         assert (model(small_io["input"]) - small_io["logits"]).abs().max() <= 1e-4
+
+
+def test_official_file_converts_into_a_model_folder(official_dir, small_io, tmp_path):
+    """braunet.model.official.convert_official (behind convert-official and the GUI's .pth import)."""
+    from braunet.model.official import convert_official, file_sha256
+
+    source = official_dir / "small_state_dict.pt"
+    folder = convert_official(source, tmp_path / "small", preset="tiny", class_names=["bg", "a", "b", "c"])
+    model, card = load_checkpoint(folder)
+    assert card.name == "small" and card.provenance["sha256"] == file_sha256(source)
+    assert card.preprocessing["kind"] == "ct" and card.extra["preset"] == "tiny"
+    with torch.inference_mode():
+        assert (model(small_io["input"]) - small_io["logits"]).abs().max() <= 1e-4
+    from braunet.errors import InputError
+
+    with pytest.raises(InputError, match="--class-names"):
+        convert_official(source, tmp_path / "unnamed", preset="tiny")
+    assert not (tmp_path / "unnamed").exists()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 
+import nibabel as nib
 import numpy as np
 import torch
 
+from braunet.cli import main
 from braunet.model import read_card
 from braunet.zoo import load_model
 
@@ -64,7 +66,9 @@ def test_edited_slices_follow_paint_undo_and_new_predictions(make_napari_viewer,
     assert finetune.train() is None and "No edited slices" in finetune.status.value
 
 
-def test_finetune_accept_rollback_save(make_napari_viewer, qtbot, tmp_path, bundled_ct_model, heartbeat):
+def test_finetune_accept_rollback_save(make_napari_viewer, qtbot, tmp_path, bundled_ct_model, heartbeat, monkeypatch,
+                                      capsys, shared_data):
+    monkeypatch.setenv("BRAUNET_MODELS_DIR", str(tmp_path / "versions"))  # the model library
     viewer, segment, finetune = _segmented_viewer(make_napari_viewer, qtbot, bundled_ct_model, 84, 108)
     corrected = [100]  # one slice of the upper abdomen: a quarter of its blocks is held back
     _correct(viewer.layers["CT abdomen segmentation"], viewer.layers["CT abdomen reference labels"], corrected)
@@ -83,6 +87,7 @@ def test_finetune_accept_rollback_save(make_napari_viewer, qtbot, tmp_path, bund
     result = finetune.result
     assert result is not None and len(finetune.loss_curve.values) == len(result.losses) >= 1
     assert result.accepted, result.message
+    assert result.details["n_anchors"] >= 1  # the bundled model's anchor set, from its folder
     assert result.dice_after > result.dice_before
     assert f"{result.dice_before:.3f} → {result.dice_after:.3f}" in finetune.dice.value
     assert "of slice 100, by blocks" in finetune.dice.value and result.details["heldout"] == "blocks"
@@ -101,6 +106,19 @@ def test_finetune_accept_rollback_save(make_napari_viewer, qtbot, tmp_path, bund
     saved, _ = load_model(folder)
     for key, value in new_model.state_dict().items():
         assert torch.equal(saved.state_dict()[key], value.cpu()), key
+    assert (folder / "anchors.npz").is_file()
+
+    # The saved version is a command-line model: --model ct-abdomen-8@2, listed by braunet models.
+    assert finetune.versions_root.value == tmp_path / "versions"
+    ct = nib.load(shared_data / "totalseg_ct" / "case01sm_ct.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(ct.dataobj)[:, :, 12:14], ct.affine, ct.header), tmp_path / "crop.nii.gz")
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "crop.nii.gz"), "-o", str(tmp_path / "labels.nii.gz"),
+                 "--model", "ct-abdomen-8@2", "--device", "cpu"]) == 0
+    assert "(ct-abdomen-8)" in capsys.readouterr().out and nib.load(tmp_path / "labels.nii.gz").shape[2] == 2
+    assert main(["models"]) == 0
+    listed = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("ct-abdomen-8@2"))
+    assert listed.split()[1] == "ct-abdomen-8@1" and f"{result.dice_before:.3f} -> {result.dice_after:.3f}" in listed
 
     # Rollback: back to the parent, whose weights are exactly the bundled ones.
     assert finetune.rollback() == parent_key

@@ -12,7 +12,8 @@ from braunet.model import load_checkpoint, save_checkpoint
 from braunet.train.slices import SliceSet
 from braunet.train import finetune as finetune_module
 from braunet.train.finetune import REGION_GRID, _region_split, finetune
-from braunet.train.versions import find_version, list_versions, rollback, save_version
+from braunet.train.versions import rollback, save_version
+from braunet.zoo import list_versions, resolve_model
 from tests.train._shared import CVC_FRAMES, data_root, one_torch_thread, state_equal, tiny_card, tiny_model  # noqa: F401
 
 
@@ -73,7 +74,8 @@ def test_bundled_polyp_model_fine_tunes_without_forgetting(bundled_polyp):
     frames = [f for seq in ((26, 38, 50), (152, 164, 177), (318, 330, 342)) for f in seq]
     images = [tifffile.imread(folder / "images" / f"{f}.tif") for f in frames]
     labels = [(tifffile.imread(folder / "masks" / f"{f}.tif") > 127).astype(np.uint8) for f in frames]
-    result = finetune(model, card, images, labels, time_budget_s=600, max_steps=15, holdback=0.34, seed=0)
+    result = finetune(model, card, images, labels, time_budget_s=600, max_steps=15, holdback=0.34, seed=0,
+                      anchors=resolve_model("polyp").anchors)
     assert result.details["n_anchors"] >= 4 and result.steps == 15  # the bundled anchors.npz is replayed
     assert result.anchor_dice_before > 0.8  # the anchors are training frames the model segments well
     assert result.anchor_dice_after > result.anchor_dice_before - 0.05
@@ -166,17 +168,17 @@ def test_versions_save_list_and_roll_back(parent, tmp_path):
     v2 = save_version(child, child_card, tmp_path, anchors_from=tmp_path / "elsewhere")
     assert v1 == tmp_path / "polyp-test" / "v1" and v2 == tmp_path / "polyp-test" / "v2"
     assert (v2 / "anchors.npz").read_bytes() == b"replay set"
-    assert [(v.version, v.parent) for v in list_versions(tmp_path, "polyp-test")] == [(1, None), (2, "polyp-test@1")]
+    assert [(v.version, v.parent) for v in list_versions("polyp-test", tmp_path)] == [(1, None), (2, "polyp-test@1")]
     with pytest.raises(OutputError, match="never overwritten"):
         save_version(child, child_card, tmp_path)
     parent_model, parent_card, folder = rollback(v2)
     assert folder == v1 and parent_card.version == 1 and state_equal(parent_model, model)
     assert not state_equal(parent_model, child)
-    assert find_version("polyp-test@2", tmp_path) == v2
+    assert resolve_model("polyp-test@2", root=tmp_path).folder == v2
     with pytest.raises(CheckpointError, match="has no parent"):
         rollback(v1)
     with pytest.raises(CheckpointError, match="polyp-test@7 not found"):
-        find_version("polyp-test@7", tmp_path)
+        resolve_model("polyp-test@7", root=tmp_path)
     loaded, loaded_card = load_checkpoint(v2)
     assert loaded_card.parent == "polyp-test@1" and state_equal(loaded, child)
 

@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-o", "--output", default="demo-out", metavar="OUT", help="output folder (default demo-out)")
-    parser.add_argument("--model", default="ct-abdomen-8", metavar="NAME|PATH", help="default: ct-abdomen-8")
+    parser.add_argument("--model", metavar="NAME|NAME@N|PATH", help="default: the sample's model, ct-abdomen-8")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="slices per batch (default 8)")
     parser.set_defaults(run=run)
@@ -49,13 +49,13 @@ def run(args: argparse.Namespace) -> int:
     from braunet.overlay import overlay_slices, pick_slices
     from braunet.samples import load_sample
     from braunet.train.metrics import dice
-    from braunet.zoo import load_model
+    from braunet.zoo import default_model, load_model
 
     out = Path(args.output)
     _prepare_folder(out)
     sample = load_sample("ct_abdomen")
     ct = sample.image
-    model, card = load_model(args.model, device=args.device)
+    model, card = load_model(args.model or default_model("volume", sample="ct_abdomen"), device=args.device)
     print(f"{ct.source.name}: {ct.shape} voxels of {tuple(round(s, 2) for s in ct.spacing)} mm, {ct.orientation}; "
           f"model {card.name} ({card.config.num_classes} classes)", file=sys.stderr)
 

@@ -23,7 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="Dice and HD95 of a model on labelled images", description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, metavar="NAME|PATH", help="bundled model name or checkpoint folder")
+    parser.add_argument("--model", required=True, metavar="NAME|NAME@N|PATH",
+                        help="bundled model, saved version (NAME@N) or checkpoint folder")
     parser.add_argument("--images", nargs="+", metavar="PATH", help="image folder or files")
     parser.add_argument("--labels", nargs="+", metavar="PATH", help="label folder or files")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")

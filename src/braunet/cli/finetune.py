@@ -2,19 +2,18 @@
 
 IMAGES and LABELS as for ``braunet train`` (folders matched by file name, or files paired in order;
 volumes give their axial slices). A share of the slices (--holdback) is held back (of a single
-slice: that share of its 8 x 8 blocks); the model is
-trained on the rest for --time-budget seconds (replaying the anchors.npz of the model folder, or of
-the bundled model of the same name)
-and scored on the held-back slices before and after. If the Dice improves, the new version (card:
-version + 1, parent NAME@VERSION) is written to OUT; otherwise nothing is written, the reason is
-printed, and the exit code is 0 (--require-improvement makes it 3).
+slice: that share of its 8 x 8 blocks); the model is trained on the rest for --time-budget seconds
+(replaying the anchors.npz stored in the model's folder) and scored on the held-back slices before
+and after. If the Dice improves, the new version (card: version + 1, parent NAME@VERSION) is saved
+in the model library ($BRAUNET_MODELS_DIR, default ~/.braunet/models) as NAME@VERSION, the same
+place the napari Fine-tune widget saves to, or to --out DIR; otherwise nothing is written, the
+reason is printed, and the exit code is 0 (--require-improvement makes it 3).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -26,15 +25,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "finetune", help="fine-tune a model on corrected labels", description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, metavar="NAME|PATH", help="bundled model name or checkpoint folder")
+    parser.add_argument("--model", required=True, metavar="NAME|NAME@N|PATH",
+                        help="bundled model, saved version (NAME@N) or checkpoint folder")
     parser.add_argument("--images", nargs="+", required=True, metavar="PATH", help="image folder or files")
     parser.add_argument("--labels", nargs="+", required=True, metavar="PATH", help="corrected label folder or files")
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the new version")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="write the new version to this folder instead of the model library")
     parser.add_argument("--time-budget", type=float, default=30.0, metavar="SECONDS", help="whole round (30)")
     parser.add_argument("--mode", choices=("decoder", "full"), default="decoder", help="train the decoder or all")
     parser.add_argument("--holdback", type=float, default=0.25, help="share of slices held back to measure (0.25)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
     parser.add_argument("--require-improvement", action="store_true", help="exit with 3 when the model is kept")
     parser.set_defaults(run=run)
@@ -44,24 +45,28 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from braunet.errors import OutputError
-    from braunet.model import save_checkpoint
-    from braunet.train.anchors import ANCHORS_FILE
     from braunet.train.finetune import finetune
     from braunet.train.pairs import collect_pairs
     from braunet.train.slices import load_pairs
-    from braunet.zoo import load_model, model_path
+    from braunet.train.versions import save_version, write_version
+    from braunet.zoo import library_dir, resolve_model, version_dir
 
-    out: Path = args.out.expanduser()
-    if (out / "card.json").exists() or (out / "model.safetensors").exists():
-        raise OutputError(f"{out}: already holds a model; choose a new folder (versions are never overwritten)")
-    if not out.parent.is_dir():
-        raise OutputError(f"{out}: parent folder {out.parent} does not exist")
-    source = model_path(args.model)
-    model, card = load_model(args.model, args.device)
+    out: Path | None = args.out.expanduser() if args.out is not None else None
+    if out is not None:
+        if (out / "card.json").exists() or (out / "model.safetensors").exists():
+            raise OutputError(f"{out}: already holds a model; choose a new folder (versions are never overwritten)")
+        if not out.parent.is_dir():
+            raise OutputError(f"{out}: parent folder {out.parent} does not exist")
+    source = resolve_model(args.model)
+    if out is None:  # reason: refuse before training, not after, when the next version is already saved
+        taken = version_dir(library_dir(), source.name, source.version + 1)
+        if taken.exists():
+            raise OutputError(f"{taken}: {source.name}@{source.version + 1} is already saved (versions are never "
+                              "overwritten); fine-tune that version, or give --out DIR")
+    model, card = source.load(args.device)
     pairs = collect_pairs(args.images, args.labels)
     view = card.preprocessing.get("view", "radiological")
     slices = load_pairs(pairs, num_classes=model.config.num_classes, view=view)
-    anchors = source if (source / ANCHORS_FILE).is_file() else None
     with tqdm(total=round(args.time_budget), unit="s", disable=None, leave=False, file=sys.stderr,
               desc=f"finetune {card.name}", bar_format="{l_bar}{bar}| {n:.0f}/{total} s {postfix}") as bar:
         def progress(p) -> None:
@@ -71,24 +76,28 @@ def run(args: argparse.Namespace) -> int:
         result = finetune(
             model, card, slices.images, slices.labels, mode=args.mode, time_budget_s=args.time_budget,
             holdback=args.holdback, progress=progress, seed=args.seed,
-            anchors=anchors,
+            anchors=source.anchors,
         )
+    written = ref = None
     if result.accepted:
         result.card.training["finetune"]["data"] = [str(p) for pair in pairs[:50] for p in pair]
-        result.card.training["finetune"]["parent_folder"] = str(source)
-        save_checkpoint(result.model, result.card, out)
-        if anchors is not None:
-            shutil.copy2(source / ANCHORS_FILE, out / ANCHORS_FILE)
+        result.card.training["finetune"]["parent_folder"] = str(source.folder)
+        if out is not None:
+            written = write_version(result.model, result.card, out, anchors_from=source.folder)
+        else:
+            written = save_version(result.model, result.card, library_dir(), anchors_from=source.folder)
+            ref = f"{result.card.name}@{result.card.version}"
     summary = {
         "accepted": result.accepted, "dice_before": result.dice_before, "dice_after": result.dice_after,
         "anchor_dice_before": result.anchor_dice_before, "anchor_dice_after": result.anchor_dice_after,
         "n_train": len(result.train_indices), "n_heldout": len(result.heldout_indices), "steps": result.steps,
-        "elapsed_s": round(result.elapsed_s, 1), "out": str(out) if result.accepted else None,
+        "elapsed_s": round(result.elapsed_s, 1), "out": str(written) if written else None, "ref": ref,
         "message": result.message,
     }
     if args.json:
         print(json.dumps(summary))
     else:
-        print(result.message + (f"; written to {out}" if result.accepted else "; nothing written"))
+        where = f"saved as {ref} ({written})" if ref else f"written to {written}" if written else "nothing written"
+        print(f"{result.message}; {where}")
     return 3 if args.require_improvement and not result.accepted else 0
 

@@ -1,4 +1,10 @@
-"""``braunet models``: list the bundled models (name, classes, input, preset, metrics from each card)."""
+"""``braunet models``: list the bundled models and the saved versions of the model library.
+
+Bundled models: name, classes, input, preset and metrics from each card. Saved versions (fine-tuned
+with ``braunet finetune`` or the napari Fine-tune widget, or official checkpoints imported in the
+Segment widget; ``$BRAUNET_MODELS_DIR``, default ``~/.braunet/models``): the reference that names
+them (``NAME@N``, usable as ``--model``), their parent and the held-back Dice of their fine-tune.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,8 @@ __all__ = ["add_parser", "describe", "run"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("models", help="list the bundled models", description=__doc__)
+    parser = subparsers.add_parser("models", help="list the bundled models and saved versions",
+                                   description=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--json", action="store_true", help="print one JSON object per model instead of a table")
     parser.set_defaults(run=run)
 
@@ -52,6 +59,16 @@ def describe(name: str, card) -> dict[str, Any]:
     }
 
 
+def describe_version(source) -> dict[str, Any]:
+    """The summary of one saved version (a :class:`braunet.zoo.ModelSource` of kind "version")."""
+    tuned = source.card.metrics.get("finetune") or {}
+    return {
+        **describe(source.name, source.card), "ref": source.ref, "version": source.version,
+        "parent": source.parent, "folder": str(source.folder),
+        "heldout_dice_before": tuned.get("heldout_dice_before"), "heldout_dice_after": tuned.get("heldout_dice_after"),
+    }
+
+
 def _metrics_text(metrics: dict[str, float], limit: int = 4) -> str:
     """The summary figures (keys whose last part starts with "mean"), else the first few; --json has all."""
     means = {k: v for k, v in metrics.items() if k.rsplit(".", 1)[-1].startswith("mean")}
@@ -59,32 +76,53 @@ def _metrics_text(metrics: dict[str, float], limit: int = 4) -> str:
     return ", ".join(items[:limit]) + (", ..." if len(items) > limit else "") or "-"
 
 
+def _print_table(table: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
+    for r in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths)) + "  " + r[-1])
+
+
+def _classes_text(names: list[str]) -> str:
+    classes = names[1:] if len(names) > 1 else names
+    return f"{len(classes)}: " + ", ".join(classes[:4]) + (", ..." if len(classes) > 4 else "")
+
+
+def _dice_text(row: dict[str, Any]) -> str:
+    before, after = row["heldout_dice_before"], row["heldout_dice_after"]
+    return "-" if before is None or after is None else f"{before:.3f} -> {after:.3f}"
+
+
 def run(args: argparse.Namespace) -> int:
     from braunet.errors import BraunetError
-    from braunet.zoo import list_models, model_card, models_dir
+    from braunet.zoo import bundled_dir, library_dir, list_models, list_versions, resolve_model
 
     rows = []
     for name in list_models():
         try:
-            rows.append(describe(name, model_card(name)))
+            rows.append(describe(name, resolve_model(name).card))
         except BraunetError as error:  # reason: one broken card must not hide the other models
             rows.append({"name": name, "error": str(error)})
+    versions = [describe_version(source) for source in list_versions()]
     if args.json:
-        for row in rows:
+        for row in rows + versions:
             print(json.dumps(row))
         return 0
     if not rows:
-        print(f"no bundled models in {models_dir()}")
-        return 0
-    table = [("NAME", "CLASSES", "INPUT", "PRESET", "METRICS")]
-    for row in rows:
-        if "error" in row:
-            table.append((row["name"], "-", "-", "-", f"unreadable: {row['error']}"))
-            continue
-        classes = row["classes"][1:] if len(row["classes"]) > 1 else row["classes"]
-        shown = ", ".join(classes[:4]) + (", ..." if len(classes) > 4 else "")
-        table.append((row["name"], f"{len(classes)}: {shown}", row["input"], row["preset"], _metrics_text(row["metrics"])))
-    widths = [max(len(r[i]) for r in table) for i in range(4)]
-    for r in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(r[:4], widths)) + "  " + r[4])
+        print(f"no bundled models in {bundled_dir()}")
+    else:
+        table = [("NAME", "CLASSES", "INPUT", "PRESET", "METRICS")]
+        for row in rows:
+            if "error" in row:
+                table.append((row["name"], "-", "-", "-", f"unreadable: {row['error']}"))
+                continue
+            table.append((row["name"], _classes_text(row["classes"]), row["input"], row["preset"],
+                          _metrics_text(row["metrics"])))
+        _print_table(table)
+    if versions:
+        print(f"\nsaved versions in {library_dir()}:")
+        table = [("NAME", "PARENT", "CLASSES", "INPUT", "HELD-BACK DICE")]
+        for row in versions:
+            table.append((row["ref"], row["parent"] or "-", _classes_text(row["classes"]), row["input"],
+                          _dice_text(row)))
+        _print_table(table)
     return 0

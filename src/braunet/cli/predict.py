@@ -38,8 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="NIfTI file, DICOM folder or PNG/JPG/BMP/TIFF image")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="label file, or folder for several inputs")
     parser.add_argument(
-        "--model", metavar="NAME|PATH",
-        help="bundled model name or checkpoint folder (default: ct-abdomen-8 for volumes, polyp for 2-D images)",
+        "--model", metavar="NAME|NAME@N|PATH",
+        help="bundled model, saved version (NAME@N) or checkpoint folder "
+             "(default: ct-abdomen-8 for volumes, polyp for 2-D images)",
     )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
     parser.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="slices per batch (default 8)")
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from braunet.errors import InputError, OutputError
     from braunet.infer import predict
     from braunet.io import read_image, write_image, write_labels
-    from braunet.zoo import DEFAULT_MODELS, load_model
+    from braunet.zoo import default_model, resolve_model
 
     inputs = [Path(text).expanduser() for text in args.inputs]
     for path in inputs:
@@ -135,13 +136,14 @@ def run(args: argparse.Namespace) -> int:
         if duplicates:
             raise OutputError(f"{labels_target.path}: several inputs are named {duplicates[0]!r}; their outputs would collide")
 
-    models: dict[str, tuple] = {}
+    chosen = resolve_model(args.model) if args.model else None
+    models: dict[str, tuple] = {}  # loaded once per source (without --model: one per kind of input)
     for path in inputs:
         volume = read_image(path)
-        name = args.model or DEFAULT_MODELS["image" if volume.is_2d else "volume"]
-        if name not in models:
-            models[name] = load_model(name, args.device)
-        model, card = models[name]
+        source = chosen or resolve_model(default_model("image" if volume.is_2d else "volume"))
+        if source.ref not in models:
+            models[source.ref] = source.load(args.device)
+        model, card = models[source.ref]
         targets = [labels_target.for_input(path, volume.is_2d)]
         if conf_target is not None:
             targets.append(conf_target.for_input(path, volume.is_2d))

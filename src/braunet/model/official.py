@@ -9,15 +9,23 @@ weights (``argparse.Namespace``, pathlib paths): :data:`TRAINING_CHECKPOINT_GLOB
 Widths, depths, MLP ratios, class count and the SCCSA switch are read from the weights. Head
 count, n_win, top-k and input size leave no trace in the weights, so they come from ``config``
 and default to the official wrapper's values (head_dim 32, top-k 2/4/8, 224 px, n_win 7).
+
+:func:`convert_official` turns a checkpoint file into one of our model folders (weights, card with
+class names, the official preprocessing recipe and provenance); ``braunet convert-official`` and
+the napari Segment widget (through :func:`braunet.zoo.import_official`) both call it.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import hashlib
 import os
 import pathlib
 import pickle
 import re
+import shutil
+import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,7 +40,9 @@ from braunet.model.config import BRAUNetConfig, get_preset
 
 __all__ = [
     "TRAINING_CHECKPOINT_GLOBALS",
+    "convert_official",
     "convert_official_state_dict",
+    "file_sha256",
     "infer_config",
     "load_official",
     "read_checkpoint_file",
@@ -41,6 +51,8 @@ __all__ = [
 ]
 
 _PREFIXES = ("module.", "bra_unet.")
+_RGB_PRESETS = ("isic", "cpu-rgb")  # official ISIC/CVC recipe; the others get the Synapse CT recipe
+_CT_PRESETS = ("synapse", "synapse-nosccsa", "cpu-ct")
 _RENAMES = ((re.compile(r"\.attn\.qkv\.qkv\."), ".attn.qkv."),)  # official BRA wraps its Linear in QKVLinear
 
 
@@ -220,3 +232,104 @@ def load_official(
     model = BRAUNet(infer_config(state_dict, base))
     load_state_dict_strict(model, state_dict, source)
     return model.eval()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file (recorded in a converted model's provenance)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _class_names(given: list[str] | None, num_classes: int, kind: str, source: str) -> list[str]:
+    from braunet.errors import InputError
+    from braunet.classes import LESION_CLASSES, SYNAPSE8_CLASSES
+
+    expected = max(num_classes, 2)
+    if given:
+        if len(given) != expected:
+            raise InputError(f"{source}: --class-names has {len(given)} names, the weights have {expected} classes")
+        return list(given)
+    if num_classes == 1:
+        return list(LESION_CLASSES)
+    if num_classes == 9 and kind == "ct":
+        return list(SYNAPSE8_CLASSES)
+    raise InputError(f"{source}: {num_classes} output classes; name them with --class-names (background first)")
+
+
+def convert_official(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    preset: str | None = None,
+    class_names: list[str] | None = None,
+    name: str | None = None,
+) -> Path:
+    """Convert the official checkpoint file ``checkpoint`` into the model folder ``out_dir``; return it.
+
+    The weights are read without executing code; widths, depths and the class count come from the
+    weights, the rest from ``preset`` (default ``isic`` for a 1-class checkpoint, else
+    ``synapse``). The folder (written atomically) gets ``model.safetensors`` and a card with the
+    config, class names (Synapse's 8 organs or background/lesion by default), the official
+    preprocessing recipe and provenance (source file name, SHA-256, date).
+
+    Raises:
+        CheckpointError: unreadable, unsafe or non-BRAU-Net++ weights.
+        InputError: class names that do not match the weights.
+        OutputError: ``out_dir`` exists and is not empty, or its parent is missing or read-only.
+    """
+    from braunet import __version__
+    from braunet.errors import OutputError
+    from braunet.infer.preprocess import official_preprocessing  # reason: lazy, braunet.infer builds on this package
+    from braunet.model.checkpoint import ModelCard, save_checkpoint
+
+    source, target = Path(checkpoint).expanduser(), Path(out_dir).expanduser()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise OutputError(f"{target}: already exists and is not an empty folder; choose a new folder")
+    if not target.parent.is_dir():
+        raise OutputError(f"{target}: parent folder {target.parent} does not exist")
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{target}: parent folder {target.parent} is not writable")
+
+    state_dict = convert_official_state_dict(unwrap_state_dict(read_checkpoint_file(source), str(source)))
+    if "output.weight" not in state_dict:
+        raise CheckpointError(f"{source}: not a BRAU-Net++ checkpoint (no output.weight classifier)")
+    num_classes = int(state_dict["output.weight"].shape[0])
+    preset = preset or ("isic" if num_classes == 1 else "synapse")
+    try:
+        base = get_preset(preset)
+    except ValueError as error:
+        raise CheckpointError(f"{source}: {error}") from None
+    try:
+        model = load_official(state_dict, base)
+    except CheckpointError as error:
+        raise CheckpointError(f"{source}: {error} (with --preset {preset})") from None
+    # reason: presets of neither family (e.g. "tiny") follow the class count, as the official builds do
+    kind = "rgb" if preset in _RGB_PRESETS or (preset not in _CT_PRESETS and num_classes == 1) else "ct"
+    card = ModelCard(
+        name=name or target.name,
+        config=model.config,
+        class_names=_class_names(class_names, num_classes, kind, str(source)),
+        preprocessing=official_preprocessing(kind),
+        description=f"Official BRAU-Net++ weights from {source.name}, converted with braunet convert-official.",
+        provenance={
+            "source_file": source.name,
+            "sha256": file_sha256(source),
+            "converted": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "converter": f"napari-braunet {__version__} convert-official",
+            "origin": "official BRAU-Net++ (github.com/Caipengzhou/BRAU-Netplusplus) state dict",
+            "preset": preset,
+        },
+        extra={"preset": preset},
+    )
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        save_checkpoint(model, card, staging)
+        staging.chmod(0o755)  # reason: mkdtemp makes it private; a model folder is meant to be shared
+        os.replace(staging, target)  # reason: the folder appears complete or not at all
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return target

@@ -10,7 +10,10 @@
 * Accept (only offered when the fine-tuned copy improved the held-back Dice without forgetting)
   adds the new version to the viewer's model store and makes it the Segment widget's model;
   Rollback selects its parent again (whose weights were never touched); Save writes the version
-  folder (:func:`braunet.train.versions.save_version`).
+  folder into the model library (:func:`braunet.train.versions.save_version`, as ``braunet
+  finetune`` does), where ``--model NAME@N`` and ``braunet models`` find it.
+* The anchor set replayed while training is the one stored in the folder of the model (or of its
+  nearest saved ancestor), whatever the model is called.
 """
 
 from __future__ import annotations
@@ -31,9 +34,7 @@ from braunet.napari._segment import PREDICTION_KEY
 from braunet.napari._store import ModelStore
 from braunet.napari._widget_tools import connect_while_alive, layer_combo, wrap_labels
 
-__all__ = ["DEFAULT_VERSIONS_ROOT", "FinetuneWidget", "edited_slices"]
-
-DEFAULT_VERSIONS_ROOT = Path.home() / ".braunet" / "models"
+__all__ = ["FinetuneWidget", "edited_slices"]
 
 
 def _warm_up_training() -> None:
@@ -67,15 +68,13 @@ class FinetuneWidget(Container):
     def __init__(self, napari_viewer: Any) -> None:
         from napari.layers import Image, Labels
 
-        from braunet import zoo
         from braunet.infer.device import DEVICE_CHOICES
         from braunet.train.finetune import MODES
+        from braunet.zoo import library_dir
 
         _warm_up_training()
         self.viewer = napari_viewer
         self.store = ModelStore.for_viewer(napari_viewer)
-        for name in zoo.list_models():
-            self.store.add_source(name)
         self.job: Job | None = None
         self.result: Any = None
         self._parent_key: str | None = None
@@ -99,7 +98,8 @@ class FinetuneWidget(Container):
         self.accept_button = PushButton(text="Accept", enabled=False)
         self.rollback_button = PushButton(text="Rollback", enabled=False)
         self.save_button = PushButton(text="Save version", enabled=False)
-        self.versions_root = FileEdit(label="versions folder", mode="d", value=str(DEFAULT_VERSIONS_ROOT))
+        self.versions_root = FileEdit(label="versions folder", mode="d", value=str(library_dir()),
+                                      tooltip="the model library (where --model NAME@N looks) unless changed")
         self.status = Label(value="")
         row = lambda *ws: Container(widgets=list(ws), layout="horizontal", labels=False)  # noqa: E731
         super().__init__(widgets=[
@@ -221,10 +221,13 @@ class FinetuneWidget(Container):
         mode, budget, holdback = self.mode.value, float(self.time_budget.value), float(self.holdback.value)
         max_steps = int(self.max_steps.value) or None
 
+        anchors = store.anchors(key)
+
         def work(progress, should_stop):
             model, card = store.copy_model(key, device)
             return finetune(model, card, images, masks, mode=mode, time_budget_s=budget, holdback=holdback,
-                            max_steps=max_steps, progress=progress, should_stop=should_stop)  # fmt: skip
+                            max_steps=max_steps, progress=progress, should_stop=should_stop,
+                            anchors=anchors)  # fmt: skip
 
         job = Job(work, f"Fine-tuning {key}", total=int(budget), parent=self.native)
         job.progressed.connect(self._on_progress)
@@ -289,14 +292,15 @@ class FinetuneWidget(Container):
         return parent
 
     def save(self, root: Any = None) -> Path | None:
-        """Write the current (fine-tuned) version under ``root``/<name>/v<version>; return the folder."""
+        """Write the current (fine-tuned) version under ``root``/<name>/v<version> (default: the model
+        library); return the folder."""
         from braunet.errors import BraunetError
 
         key = self.store.current
         if not key:
             return None
         try:
-            folder = self.store.save(key, Path(str(root or DEFAULT_VERSIONS_ROOT)).expanduser())
+            folder = self.store.save(key, Path(str(root)).expanduser() if root else None)
         except BraunetError as error:
             self.status.value = str(error)
             return None

@@ -54,12 +54,8 @@ class RoutingWidget(Container):
     def __init__(self, napari_viewer: Any) -> None:
         from napari.layers import Image
 
-        from braunet import zoo
-
         self.viewer = napari_viewer
         self.store = ModelStore.for_viewer(napari_viewer)
-        for name in zoo.list_models():
-            self.store.add_source(name)
         self._models: dict[str, tuple[Any, Any]] = {}  # private CPU copies: key -> (model, card)
         self._routes: OrderedDict[tuple, dict[str, np.ndarray]] = OrderedDict()
         self._frames: dict[tuple, SliceFrame] = {}

@@ -30,8 +30,6 @@ PREDICTION_KEY = "braunet_prediction"  # labels metadata: the last prediction (l
 SOURCE_KEY = "braunet_prediction_of"
 _MAX_UNDOABLE_VOXELS = 32_000_000  # beyond this many changed voxels the undo history would cost GBs
 SLICE_MODES = ("current slice", "all slices", "slice range")
-# The bundled model to switch to when the chosen model cannot segment the chosen image.
-_PREFERRED = {"ct_abdomen": "ct-abdomen-8", "colonoscopy": "polyp", "dermoscopy": "skin-lesion"}
 
 
 def write_labels_undoably(layer: Any, new: np.ndarray, slices: list[int] | None) -> int:
@@ -69,18 +67,18 @@ class SegmentWidget(Container):
     def __init__(self, napari_viewer: Any) -> None:
         from napari.layers import Image
 
-        from braunet import zoo
         from braunet.infer import list_windows
         from braunet.infer.device import DEVICE_CHOICES
 
         self.viewer = napari_viewer
         self.store = ModelStore.for_viewer(napari_viewer)
-        for name in zoo.list_models():
-            self.store.add_source(name)
         self.image = layer_combo(napari_viewer, Image, "image")
         self.model = ComboBox(label="model", choices=lambda _w: self.store.keys() or [""])
         self.checkpoint = FileEdit(label="add model folder", mode="d",
                                    tooltip="a checkpoint folder: ours or a converted official one")
+        self.official = FileEdit(label="add official .pth", mode="r", filter="*.pth *.pt *.ckpt",
+                                 tooltip="an official BRAU-Net++ checkpoint: converted once into the model library "
+                                         "(~/.braunet/models or $BRAUNET_MODELS_DIR) as official-<file name>@1")
         self.device = ComboBox(label="device", choices=list(DEVICE_CHOICES), value="auto")
         self.window = ComboBox(label="CT window", choices=["(keep)", *list_windows()], value="(keep)",
                                tooltip="display contrast of the image (the model uses its own HU range)")
@@ -95,8 +93,8 @@ class SegmentWidget(Container):
         self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self.status = Label(value="")
         super().__init__(widgets=[
-            self.image, self.model, self.checkpoint, self.device, self.window, self.slice_mode, self.first, self.last,
-            self.batch_size, self.confidence,
+            self.image, self.model, self.checkpoint, self.official, self.device, self.window, self.slice_mode,
+            self.first, self.last, self.batch_size, self.confidence,
             Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
             self.progress, self.status,
         ])  # fmt: skip
@@ -107,6 +105,7 @@ class SegmentWidget(Container):
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.checkpoint.changed.connect(self._add_checkpoint)
+        self.official.changed.connect(self._add_official)
         self.model.changed.connect(self._model_chosen)
         self.window.changed.connect(self._apply_window)
         self.image.changed.connect(self._image_chosen)
@@ -128,17 +127,33 @@ class SegmentWidget(Container):
 
     def _add_checkpoint(self, path: Any = None) -> None:
         from braunet.errors import CheckpointError
-        from braunet.zoo import model_card
 
         folder = str(self.checkpoint.value)
         if not folder or folder == ".":
             return
-        try:
-            model_card(folder)  # validate the card now: a bad folder is refused with one line
+        try:  # the card is read now: a bad folder is refused with one line
+            self.store.add_source(self.checkpoint.value, select=True)
         except CheckpointError as error:
             self.status.value = str(error)
-            return
-        self.store.add_source(folder, select=True)
+
+    def _add_official(self, path: Any = None) -> str | None:
+        """Convert the chosen official ``.pth`` into the model library and make it the model; return its key.
+
+        The conversion runs on the GUI thread (a few seconds for the largest official checkpoint).
+        """
+        from braunet.errors import BraunetError
+
+        text = str(self.official.value)
+        if not text or text == ".":
+            return None
+        self.status.value = f"Converting {self.official.value.name}..."
+        try:
+            key = self.store.add_official(self.official.value)
+        except BraunetError as error:
+            self.status.value = str(error)
+            return None
+        self.status.value = f"{key}: converted into {self.store.entry(key).source.folder}"
+        return key
 
     def _image_chosen(self, layer: Any = None) -> None:
         layer = self.image.value
@@ -157,13 +172,14 @@ class SegmentWidget(Container):
 
     def _match_model(self, layer: Any, kind: str) -> None:
         """If the current model segments the other kind of image, pick a bundled one that fits."""
-        from braunet.zoo import DEFAULT_MODELS
+        from braunet.zoo import default_model
 
         current = self.store.current
         if current is None or self.store.kind(current) in (kind, None):
             return
         sample = (layer.metadata.get("braunet_sample") or {}).get("key")
-        for name in (_PREFERRED.get(sample), DEFAULT_MODELS["volume" if kind == "ct" else "image"]):
+        input_kind = "volume" if kind == "ct" else "image"
+        for name in (default_model(input_kind, sample), default_model(input_kind)):
             if name in self.store.keys() and self.store.kind(name) == kind:
                 self.store.select(name)
                 return

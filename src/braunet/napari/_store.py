@@ -1,10 +1,14 @@
-"""The models a viewer's widgets share: bundled ones, checkpoint folders, and fine-tuned versions.
+"""The models a viewer's widgets share: bundled ones, saved versions, checkpoint folders, fine-tunes.
 
-One :class:`ModelStore` per viewer (``ModelStore.for_viewer(viewer)``): the Segment widget runs its
-current model, the Fine-tune widget adds a fine-tuned version (Accept), selects its parent again
-(Rollback) or writes it to disk (Save). Entries are only added or selected on the GUI thread; the
-``changed`` signal tells the widgets to refresh their model lists. Weights are loaded lazily, in the
-worker thread that first needs them (:meth:`ModelStore.load`).
+One :class:`ModelStore` per viewer (``ModelStore.for_viewer(viewer)``, created with the bundled
+models and the library's saved versions): the Segment widget runs its current model, the Fine-tune
+widget adds a fine-tuned version (Accept), selects its parent again (Rollback) or saves it into the
+model library (Save), where ``braunet predict --model NAME@N`` finds it. Every on-disk entry is a
+:class:`braunet.zoo.ModelSource` from :func:`braunet.zoo.resolve_model`, so the widgets and the
+command line agree on what a reference means and where a model's anchor set is. Entries are only
+added or selected on the GUI thread; the ``changed`` signal tells the widgets to refresh their
+model lists. Weights are loaded lazily, in the worker thread that first needs them
+(:meth:`ModelStore.load`).
 """
 
 from __future__ import annotations
@@ -25,17 +29,24 @@ __all__ = ["ModelEntry", "ModelStore"]
 class ModelEntry:
     """One selectable model.
 
-    ``source`` is a bundled model name or a checkpoint folder; fine-tuned versions have no source
-    until saved, and keep their weights in ``model`` (never modified afterwards: fine-tuning works
-    on a copy, so a parent's weights stay exactly as they were).
+    ``source`` is where an on-disk model lives (a :class:`braunet.zoo.ModelSource`); fine-tuned
+    versions have no source until saved, and keep their weights in ``model`` (never modified
+    afterwards: fine-tuning works on a copy, so a parent's weights stay exactly as they were).
     """
 
     key: str
-    source: str | None
+    source: Any  # braunet.zoo.ModelSource, or None for an unsaved fine-tuned version
     model: Any = None  # braunet.model.BRAUNet once loaded
     card: Any = None  # braunet.model.ModelCard once loaded
     parent: ModelEntry | None = None
     saved_to: Path | None = None
+
+    def origin(self) -> ModelEntry:
+        """The nearest entry, this one or an ancestor, that lives on disk (whose anchor set applies)."""
+        entry = self
+        while entry.source is None and entry.parent is not None:
+            entry = entry.parent
+        return entry
 
 
 class ModelStore:
@@ -52,7 +63,8 @@ class ModelStore:
 
     @classmethod
     def for_viewer(cls, viewer: Any) -> ModelStore:
-        """The store of ``viewer`` (created on first use, dropped when the viewer is garbage collected).
+        """The store of ``viewer`` (created on first use with :meth:`add_known_models`, dropped when
+        the viewer is garbage collected).
 
         napari hands each widget its own proxy of the viewer; the store belongs to the viewer itself.
         """
@@ -61,6 +73,7 @@ class ModelStore:
         store = cls._by_viewer.get(key)
         if store is None:
             store = cls._by_viewer[key] = cls()
+            store.add_known_models()
             weakref.finalize(viewer, cls._by_viewer.pop, key, None)
         return store
 
@@ -82,18 +95,47 @@ class ModelStore:
             self._current = key
             self.changed.emit()
 
-    def add_source(self, source: str | Path, *, select: bool = False) -> str:
-        """Register a bundled model name or a checkpoint folder (not loaded yet); return its key."""
-        text = str(source)
-        key = Path(text).name + f"  [{text}]" if Path(text).is_dir() else text
+    def add_source(self, ref: Any, *, select: bool = False) -> str:
+        """Register a model reference (bundled name, ``NAME@N``, folder, ModelSource; not loaded); return its key.
+
+        Keys: the name of a bundled model, ``NAME@N`` of a saved version, ``folder  [path]`` otherwise.
+
+        Raises:
+            CheckpointError: the reference names no model (see :func:`braunet.zoo.resolve_model`).
+        """
+        from braunet.zoo import resolve_model
+
+        source = resolve_model(ref)
+        key = source.ref if source.kind != "path" else f"{source.folder.name}  [{source.ref}]"
         if key not in self._entries:
-            self._entries[key] = ModelEntry(key=key, source=text)
+            self._entries[key] = ModelEntry(key=key, source=source)
             if self._current is None:
                 self._current = key
             self.changed.emit()
         if select:
             self.select(key)
         return key
+
+    def add_known_models(self) -> None:
+        """Register the bundled models and the saved versions of the library (unreadable ones are skipped)."""
+        from braunet.errors import CheckpointError
+        from braunet.zoo import list_models, list_versions
+
+        for ref in [*list_models(), *list_versions()]:
+            try:
+                self.add_source(ref)
+            except CheckpointError:  # reason: one broken folder must not hide the other models
+                continue
+
+    def add_official(self, checkpoint: str | Path, *, select: bool = True) -> str:
+        """Convert an official ``.pth`` into the library (:func:`braunet.zoo.import_official`); register it.
+
+        Raises:
+            CheckpointError, InputError, OutputError: as :func:`braunet.zoo.import_official`.
+        """
+        from braunet.zoo import import_official
+
+        return self.add_source(import_official(checkpoint), select=select)
 
     def add_version(self, model: Any, card: Any, parent_key: str) -> str:
         """Add a fine-tuned model (weights in memory) as a child of ``parent_key``; select it; return its key."""
@@ -117,15 +159,14 @@ class ModelStore:
 
     def kind(self, key: str) -> str | None:
         """``"ct"`` or ``"rgb"``: what the model segments (from its card; weights are not loaded)."""
-        from braunet.errors import CheckpointError
-        from braunet.zoo import model_card
-
         entry = self._entries[key]
-        try:
-            card = entry.card if entry.card is not None else model_card(entry.source)
-        except CheckpointError:
-            return None
+        card = entry.card if entry.card is not None else entry.source.card
         return card.preprocessing.get("kind")
+
+    def anchors(self, key: str) -> Path | None:
+        """The anchor set fine-tuning ``key`` replays: that of its nearest on-disk ancestor's folder."""
+        origin = self._entries[key].origin()
+        return origin.source.anchors if origin.source is not None else None
 
     # -- weights -------------------------------------------------------------------------------
     def load(self, key: str, device: str | None = None) -> tuple[Any, Any]:
@@ -134,13 +175,12 @@ class ModelStore:
         ``device`` ("auto", "cpu", "cuda", "mps") moves the model there; None leaves it where it is
         (the CPU after loading).
         """
-        from braunet import zoo
         from braunet.infer import resolve_device
 
         entry = self._entries[key]
         with self._lock:
             if entry.model is None:
-                entry.model, entry.card = zoo.load_model(entry.source, device or "cpu")
+                entry.model, entry.card = entry.source.load(device or "cpu")
             elif device is not None:
                 entry.model.to(resolve_device(device))
             return entry.model, entry.card
@@ -153,18 +193,24 @@ class ModelStore:
         with self._lock:
             return copy.deepcopy(model).to(resolve_device(device)).eval(), card
 
-    def save(self, key: str, root: str | Path) -> Path:
-        """Write ``key``'s version folder under ``root`` (braunet.train.versions.save_version)."""
-        from braunet.train.versions import save_version
+    def save(self, key: str, root: str | Path | None = None) -> Path:
+        """Write ``key``'s version folder under ``root`` (default: the model library) and return it.
 
-        from braunet.zoo import model_path
+        Saved through :func:`braunet.train.versions.save_version`, as ``braunet finetune`` saves;
+        the nearest on-disk ancestor's anchor set travels with it. The entry then names its folder
+        (``NAME@N`` when saved into the library).
+        """
+        from braunet.train.versions import save_version
+        from braunet.zoo import library_dir, resolve_model
 
         entry = self._entries[key]
         if entry.model is None:
             raise ValueError(f"{key}: nothing to save, the model was never loaded")
-        origin = entry  # the on-disk ancestor's replay set (anchors.npz) travels with the version
-        while origin.source is None and origin.parent is not None:
-            origin = origin.parent
-        anchors_from = model_path(origin.source) if origin.source else None
+        origin = entry.origin()
+        anchors_from = origin.source.folder if origin.source is not None else None
+        root = Path(root) if root is not None else library_dir()
         entry.saved_to = Path(save_version(entry.model, entry.card, root, anchors_from=anchors_from))
+        in_library = root.expanduser().resolve() == library_dir().resolve()
+        entry.source = resolve_model(f"{entry.card.name}@{entry.card.version}" if in_library else entry.saved_to)
+        self.changed.emit()
         return entry.saved_to

@@ -4,7 +4,8 @@ Replaying slices of the original training data in every fine-tuning batch keeps 
 drifting away from what it already segments well (catastrophic forgetting, cellpose#522). The set
 is small (a few slices, compressed, well under 1 MB) and stored as ``anchors.npz`` in the model
 folder: arrays ``image_<i>`` (CT HU (H, W) int16 or RGB (H, W, 3) uint8) and ``label_<i>`` (H, W)
-uint8, read without pickle.
+uint8, read without pickle. Fine-tuning takes the set from the model's own folder
+(:attr:`braunet.zoo.ModelSource.anchors`), never by looking a name up.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ import numpy as np
 from braunet._atomic import atomic_path
 from braunet.errors import CheckpointError
 from braunet.train.slices import SliceSet
+from braunet.zoo import ANCHORS_FILE
 
-__all__ = ["ANCHORS_FILE", "find_anchors", "load_anchors", "save_anchors"]
-
-ANCHORS_FILE = "anchors.npz"
+__all__ = ["ANCHORS_FILE", "load_anchors", "save_anchors"]
 
 
 def save_anchors(folder: str | os.PathLike, slices: SliceSet) -> Path:
@@ -54,10 +54,3 @@ def load_anchors(path: str | os.PathLike) -> SliceSet:
         raise CheckpointError(f"{path}: unreadable anchor set ({error})") from None
     return SliceSet.from_arrays(images, labels, group="anchors")
 
-
-def find_anchors(name: str) -> SliceSet | None:
-    """The anchor set of bundled model ``name`` (``braunet/models/<name>/anchors.npz``), if any."""
-    from braunet.train.versions import bundled_models_dir
-
-    path = bundled_models_dir() / name / ANCHORS_FILE
-    return load_anchors(path) if path.is_file() else None

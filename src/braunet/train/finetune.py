@@ -25,7 +25,8 @@ The napari Fine-tune widget and ``braunet finetune`` call :func:`finetune`. One 
 
 An accepted model gets a new card: ``version = parent.version + 1``, ``parent = "name@version"``,
 the fine-tune's figures in ``metrics["finetune"]`` and its settings in ``training["finetune"]``.
-Save it with :func:`braunet.train.versions.save_version`; roll back with
+Save it with :func:`braunet.train.versions.save_version` (into the library, where ``NAME@N`` finds
+it); roll back with
 :func:`braunet.train.versions.rollback`.
 
 Dice here is measured at the network's resolution on the held-back slices, all of them pooled per
@@ -49,7 +50,7 @@ from torch import nn
 
 from braunet.errors import Cancelled, InputError
 from braunet.model import BRAUNet, ModelCard
-from braunet.train.anchors import find_anchors, load_anchors
+from braunet.train.anchors import ANCHORS_FILE, load_anchors
 from braunet.train.datasets import AugmentedSlices, prepare
 from braunet.train.loop import FitConfig, FitHooks, Step, fit, used_parameters
 from braunet.train.losses import make_loss
@@ -198,12 +199,20 @@ class _Replay(torch.utils.data.Dataset):
         return self.corrected[index] if index < n else self.anchors[index - n]
 
 
-def _resolve_anchors(anchors: SliceSet | str | os.PathLike | None, card: ModelCard) -> SliceSet | None:
+def _resolve_anchors(anchors: SliceSet | str | os.PathLike | None) -> SliceSet | None:
+    """The replay set the caller passed: a SliceSet, an ``anchors.npz``, or a model folder (None if it has none).
+
+    reason: anchors always come from the model's own source (``ModelSource.anchors``); looking
+    them up by card name missed copied or renamed models.
+    """
     if isinstance(anchors, SliceSet):
         return anchors if len(anchors) else None
-    if anchors is not None:
-        return load_anchors(Path(anchors))
-    return find_anchors(card.name)
+    if anchors is None:
+        return None
+    path = Path(anchors)
+    if path.is_dir() and not (path / ANCHORS_FILE).is_file():
+        return None
+    return load_anchors(path)
 
 
 def _train_copy(
@@ -343,8 +352,9 @@ def finetune(
         should_stop: polled after every step; True raises :class:`braunet.errors.Cancelled` (the
             parent stays as it was).
         seed: split, sampling and augmentation seed.
-        anchors: the replay set: a SliceSet, an ``anchors.npz`` or model folder; default: the
-            bundled model's set of the same name, if any. Pass an empty SliceSet to disable replay.
+        anchors: the replay set: a SliceSet, an ``anchors.npz`` or the model's folder (its
+            ``anchors.npz``, if any): pass ``resolve_model(ref).anchors``. None or an empty
+            SliceSet: no replay.
         lr: AdamW learning rate (default 2e-4 for "decoder", 1e-4 for "full"; higher rates fitted
             the corrected frames faster but cost more on the validation split in bench_finetune).
         batch_size: corrected slices per step; ``anchors_per_batch`` anchor slices are added.
@@ -390,7 +400,7 @@ def finetune(
     else:
         train_idx, held_idx = _split(len(slices), holdback, seed)
         train_data, held_data = data.subset(train_idx), data.subset(held_idx)
-    anchor_set = _resolve_anchors(anchors, card)
+    anchor_set = _resolve_anchors(anchors)
     anchor_data = (
         prepare(anchor_set, card.preprocessing, config.img_size, config.num_classes) if anchor_set is not None else None
     )

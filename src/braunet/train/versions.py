@@ -1,82 +1,43 @@
-"""Model versions on disk: one folder per version, each card naming its parent, and rollback.
+"""Writing model versions and rolling back: one folder per version, each card naming its parent.
 
-Layout under a versions root (e.g. ``~/.braunet/models`` or a project folder)::
+Layout under a versions root (the library, :func:`braunet.zoo.library_dir`: ``$BRAUNET_MODELS_DIR``
+or ``~/.braunet/models``; a project folder in tests)::
 
     root/<name>/v1/   model.safetensors  card.json  [anchors.npz]
     root/<name>/v2/   ...                card.json: "version": 2, "parent": "<name>@1"
 
-A fine-tune never overwrites: :func:`save_version` refuses an existing version folder. Rolling back
-does not delete anything either: :func:`rollback` loads the parent of a version, and the caller
-decides which version to use. The bundled models (``braunet/models/<name>``, version 1) are the
-root of every chain; :func:`find_version` looks there after the versions root.
+``braunet finetune`` and the napari Fine-tune widget both save through :func:`save_version`, so a
+version saved in either is ``--model <name>@2`` everywhere (:func:`braunet.zoo.resolve_model` reads
+the layout; ``braunet models`` lists it). A fine-tune never overwrites: :func:`save_version` refuses
+an existing version folder. Rolling back does not delete anything either: :func:`rollback` loads
+the parent of a version, and the caller decides which version to use. The bundled models (version
+1) are the root of every chain.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from braunet.errors import CheckpointError, OutputError
+from braunet.errors import OutputError
 from braunet.model import BRAUNet, ModelCard, load_checkpoint, read_card, save_checkpoint
-from braunet.train.anchors import ANCHORS_FILE
+from braunet.zoo import ANCHORS_FILE, resolve_model, version_dir
 
-__all__ = [
-    "ANCHORS_FILE",
-    "VersionInfo",
-    "bundled_models_dir",
-    "find_version",
-    "list_versions",
-    "parse_ref",
-    "rollback",
-    "save_version",
-    "version_dir",
-]
-
-_REF = re.compile(r"^(?P<name>.+)@(?P<version>\d+)$")
+__all__ = ["rollback", "save_version", "write_version"]
 
 
-@dataclass(frozen=True)
-class VersionInfo:
-    name: str
-    version: int
-    parent: str | None
-    created: str
-    path: Path
-
-
-def bundled_models_dir() -> Path:
-    """Folder of the bundled models (``braunet/models``, or ``$BRAUNET_MODELS_DIR``; see braunet.zoo)."""
-    from braunet.zoo import models_dir
-
-    return models_dir()
-
-
-def version_dir(root: str | os.PathLike, name: str, version: int) -> Path:
-    return Path(root) / name / f"v{version}"
-
-
-def parse_ref(ref: str) -> tuple[str, int]:
-    """``"polyp@2"`` -> ``("polyp", 2)``."""
-    match = _REF.match(ref.strip())
-    if not match:
-        raise CheckpointError(f"{ref!r}: not a model reference of the form name@version")
-    return match["name"], int(match["version"])
-
-
-def save_version(
+def write_version(
     model: BRAUNet,
     card: ModelCard,
-    root: str | os.PathLike,
+    folder: str | os.PathLike,
     *,
     anchors_from: str | os.PathLike | None = None,
     half: bool = False,
 ) -> Path:
-    """Write ``model`` as ``root/<card.name>/v<card.version>`` and return that folder.
+    """Write ``model`` and ``card`` as the model folder ``folder`` (atomically); return it.
 
     Args:
         anchors_from: a model folder whose ``anchors.npz`` (replay set for fine-tuning) is copied
@@ -84,12 +45,11 @@ def save_version(
         half: store float16 weights.
 
     Raises:
-        OutputError: the version folder already exists (versions are never overwritten) or
-            ``root`` cannot be written.
+        OutputError: ``folder`` exists and is not an empty folder, or cannot be written.
     """
-    folder = version_dir(root, card.name, card.version)
-    if folder.exists():
-        raise OutputError(f"{folder}: version {card.version} of {card.name!r} exists; versions are never overwritten")
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise OutputError(f"{folder}: already holds files; choose a new folder (versions are never overwritten)")
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -104,39 +64,30 @@ def save_version(
     return folder
 
 
-def list_versions(root: str | os.PathLike, name: str) -> list[VersionInfo]:
-    """The versions of ``name`` under ``root``, oldest first (unreadable folders are skipped)."""
-    base = Path(root) / name
-    found = []
-    if base.is_dir():
-        for folder in base.iterdir():
-            if folder.is_dir() and re.fullmatch(r"v\d+", folder.name):
-                try:
-                    card = read_card(folder)
-                except CheckpointError:
-                    continue
-                found.append(VersionInfo(card.name, card.version, card.parent, card.created, folder))
-    return sorted(found, key=lambda v: v.version)
+def save_version(
+    model: BRAUNet,
+    card: ModelCard,
+    root: str | os.PathLike | None = None,
+    *,
+    anchors_from: str | os.PathLike | None = None,
+    half: bool = False,
+) -> Path:
+    """Write ``model`` as ``root/<card.name>/v<card.version>`` and return that folder.
 
-
-def find_version(ref: str, root: str | os.PathLike | None = None) -> Path:
-    """Folder of model ``name@version``: ``root/<name>/v<version>``, else a bundled model.
+    Args:
+        root: the versions root; default the library (:func:`braunet.zoo.library_dir`).
+        anchors_from, half: as for :func:`write_version`.
 
     Raises:
-        CheckpointError: no such version.
+        OutputError: the version folder already exists (versions are never overwritten) or
+            ``root`` cannot be written.
     """
-    name, version = parse_ref(ref)
-    candidates = []
-    if root is not None:
-        candidates.append(version_dir(root, name, version))
-    candidates.append(bundled_models_dir() / name)
-    for folder in candidates:
-        if (folder / "card.json").is_file():
-            card = read_card(folder)
-            if card.name == name and card.version == version:
-                return folder
-    searched = ", ".join(str(c) for c in candidates)
-    raise CheckpointError(f"model {ref} not found (looked in {searched})")
+    from braunet.zoo import library_dir
+
+    folder = version_dir(library_dir() if root is None else root, card.name, card.version)
+    if folder.exists():
+        raise OutputError(f"{folder}: version {card.version} of {card.name!r} exists; versions are never overwritten")
+    return write_version(model, card, folder, anchors_from=anchors_from, half=half)
 
 
 def rollback(
@@ -144,19 +95,21 @@ def rollback(
 ) -> tuple[BRAUNet, ModelCard, Path]:
     """Load the parent of the model in ``folder``: ``(model, card, parent_folder)``.
 
-    The parent is looked up by its ``name@version`` reference under ``root`` (default: the folder
-    that holds ``folder``'s own version folders, i.e. ``folder/../..``) and then among the bundled
-    models. Nothing is deleted.
+    The parent is resolved from its ``name@version`` reference (:func:`braunet.zoo.resolve_model`)
+    under ``root`` (default: the folder that holds ``folder``'s own version folders, i.e.
+    ``folder/../..``), else among the bundled models. Nothing is deleted.
 
     Raises:
         CheckpointError: the model has no parent (an original) or the parent cannot be found.
     """
+    from braunet.errors import CheckpointError
+
     folder = Path(folder)
     card = read_card(folder)
     if not card.parent:
         raise CheckpointError(f"{folder}: {card.name} v{card.version} has no parent version to roll back to")
     if root is None:
         root = folder.resolve().parent.parent
-    parent_folder = find_version(card.parent, root)
+    parent_folder = resolve_model(card.parent, root=root).folder
     model, parent_card = load_checkpoint(parent_folder, device)
     return model, parent_card, parent_folder
