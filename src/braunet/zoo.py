@@ -41,7 +41,6 @@ __all__ = [
 ANCHORS_FILE = "anchors.npz"  # the replay set stored beside a model's weights (braunet.train.anchors)
 
 # The model used when none is named: by sample (the plugin's demo data) first, else by kind of input.
-_DEFAULT_BY_SAMPLE = {"ct_abdomen": "ct-abdomen-8", "colonoscopy": "polyp", "dermoscopy": "skin-lesion"}
 _DEFAULT_BY_INPUT = {"volume": "ct-abdomen-8", "image": "polyp"}
 
 _VERSION_REF = re.compile(r"^(?P<name>[^/\\]+)@(?P<version>\d+)$")
@@ -253,8 +252,10 @@ def default_model(input_kind: str, sample: str | None = None) -> str:
         input_kind: "volume" (CT) or "image" (a 2-D photograph).
         sample: a sample key of the plugin's demo data ("ct_abdomen", "colonoscopy", "dermoscopy").
     """
-    if sample in _DEFAULT_BY_SAMPLE:
-        return _DEFAULT_BY_SAMPLE[sample]
+    from braunet.samples import SAMPLES  # reason: each sample names its own model (one table)
+
+    if sample in SAMPLES:
+        return SAMPLES[sample].default_model
     if input_kind not in _DEFAULT_BY_INPUT:
         raise ValueError(f"input kind must be one of {', '.join(_DEFAULT_BY_INPUT)}, got {input_kind!r}")
     return _DEFAULT_BY_INPUT[input_kind]
