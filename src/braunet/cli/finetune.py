@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     source = model_path(args.model)
     model, card = load_model(args.model, args.device)
     pairs = collect_pairs(args.images, args.labels)
-    view = card.preprocessing.get("view", "radiological")
+    view = card.recipe.view
     slices = load_pairs(pairs, num_classes=model.config.num_classes, view=view)
     anchors = source if (source / ANCHORS_FILE).is_file() else None
     with tqdm(total=round(args.time_budget), unit="s", disable=None, leave=False, file=sys.stderr,

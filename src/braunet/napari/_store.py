@@ -123,9 +123,9 @@ class ModelStore:
         entry = self._entries[key]
         try:
             card = entry.card if entry.card is not None else model_card(entry.source)
+            return card.recipe.kind
         except CheckpointError:
             return None
-        return card.preprocessing.get("kind")
 
     # -- weights -------------------------------------------------------------------------------
     def load(self, key: str, device: str | None = None) -> tuple[Any, Any]:

@@ -1,7 +1,8 @@
 """Evaluation at the images' own resolution: per-class Dice and HD95 in mm, per case, then averaged.
 
-A prediction is made slice by slice as at inference (the card's preprocessing recipe, the network,
-the class map resized back to the slice grid with nearest neighbour). Slices of one volume are
+A prediction is made slice by slice as at inference, by the same
+:class:`~braunet.infer.slices.SliceRunner` (the card's preprocessing recipe, the network, the class
+map resized back to the slice grid with nearest neighbour), in float32 on any device. Slices of one volume are
 stacked back into a 3-D case and scored in 3-D with the voxel spacing (slice distance included);
 every 2-D image is one case with its pixel spacing (1 mm per pixel when the file gives none, so
 ``hd95_mm`` of photographs is in pixels). Metrics and their empty-mask conventions are those of
@@ -22,40 +23,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from braunet.errors import Cancelled, InputError
 from braunet.model import BRAUNet, ModelCard
 from braunet.train.data import SliceSet
 from braunet.train.metrics import per_class_metrics
 
-__all__ = ["Evaluation", "evaluate_files", "evaluate_slices", "predict_slices"]
-
-
-@torch.no_grad()
-def predict_slices(
-    model: BRAUNet, card: ModelCard, images: Sequence[np.ndarray], batch_size: int = 8
-) -> list[np.ndarray]:
-    """Class maps (H, W) int64 for raw slices (H, W) or (H, W, 3), each on its own grid."""
-    from braunet.infer.preprocess import preprocess_slices, resize_labels
-
-    device = next(model.parameters()).device
-    size = model.config.img_size
-    was_training = model.training
-    model.eval()
-    out: list[np.ndarray] = []
-    try:
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            x = torch.cat([preprocess_slices(np.asarray(im)[None], card.preprocessing, size) for im in chunk])
-            logits = model(x.to(device)).float()
-            pred = ((logits[:, 0] >= 0).long() if logits.shape[1] == 1 else logits.argmax(1)).cpu().numpy()
-            for image, p in zip(chunk, pred):
-                shape = np.asarray(image).shape[:2]
-                out.append(resize_labels(p[None], shape, card.preprocessing)[0].astype(np.int64))
-    finally:
-        model.train(was_training)
-    return out
+__all__ = ["Evaluation", "evaluate_files", "evaluate_slices"]
 
 
 def _nan_to_none(value: float) -> float | None:
@@ -118,16 +92,18 @@ def evaluate_slices(
             a binary model). Partially annotated slices are scored only on their annotated classes.
         progress: ``progress(done_cases, total_cases)``.
     """
+    from braunet.infer.slices import SliceRunner
+
     binary = model.config.num_classes == 1
     ids = list(class_ids) if class_ids is not None else ([1] if binary else list(range(1, model.config.num_classes)))
+    runner = SliceRunner(model, card.recipe, model.config.img_size, model.config.num_classes, amp=False)
     cases = _cases(slices)
     per_case: list[dict[int, dict[str, float]]] = []
     case_records = []
     for done, indices in enumerate(cases):
         if should_stop and should_stop():
             raise Cancelled("evaluation cancelled")
-        preds = predict_slices(model, card, [slices.images[i] for i in indices])
-        pred = np.stack(preds)
+        pred = runner(np.stack([slices.images[i] for i in indices]))[0].astype(np.int64)  # one grid per case
         truth = np.stack([slices.labels[i] for i in indices])
         rows, cols = slices.spacing[indices[0]]
         depth = slices.depth_mm[indices[0]]
