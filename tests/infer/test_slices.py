@@ -179,4 +179,4 @@ def test_card_recipe_is_parsed_once_and_frozen(ct_model):
         recipe.view = "ras"  # type: ignore[misc]
     broken = dataclasses.replace(card, preprocessing={"kind": "ct", "mean": 0.5, "std": 0.5})
     with pytest.raises(CheckpointError, match=f"model {card.name!r}.*clip_hu"):
-        broken.recipe
+        _ = broken.recipe

@@ -118,7 +118,7 @@ def predict_volume(
 
     runner = _runner(model, card, device=device, amp=amp, batch_size=batch_size, confidence=confidence)
     labels_stack = np.zeros((depth, height, width), dtype=runner.label_dtype)  # model-view order (K, H, W)
-    conf_stack = np.zeros((depth, height, width), dtype=runner.conf_dtype) if runner.conf_dtype else None
+    conf_stack: np.ndarray | None = np.zeros((depth, height, width), runner.conf_dtype) if runner.conf_dtype else None
     batches = runner.run(lambda batch: to_view(canonical, batch, recipe.view), indices, progress=progress,
                          should_stop=should_stop, what=f"{source}: prediction")  # fmt: skip
     for batch, labels, conf in batches:

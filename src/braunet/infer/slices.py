@@ -36,6 +36,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -51,7 +52,9 @@ __all__ = ["Network", "Progress", "SliceRunner", "StopCheck", "decode_labels", "
 Network = Callable[[Tensor], Tensor]  # (B, C, S, S) float32 -> logits (B, K, S, S)
 StopCheck = Callable[[], bool] | threading.Event
 Progress = Callable[[int, int], None]
-_CONFIDENCE = {False: None, True: np.float32, "float32": np.float32, "uint8": np.uint8}
+_CONFIDENCE: dict[bool | str, type | None] = {False: None, True: np.float32, "float32": np.float32, "uint8": np.uint8}
+_Result = tuple[np.ndarray, np.ndarray | None]  # labels (B, H, W) and confidence (B, H, W) or None
+_Batch = TypeVar("_Batch", np.ndarray, Tensor)  # raw slices or prepared network input
 
 
 def decode_labels(
@@ -175,8 +178,8 @@ class SliceRunner:
         small = torch.uint8 if self.label_dtype is np.uint8 else torch.int32  # reason: copy compact labels off a GPU
         with torch.inference_mode():
             labels, conf = decode_labels(logits, confidence=self.conf_dtype is not None, dtype=small)
-            labels = labels.cpu().numpy().astype(self.label_dtype, copy=False)
-            return labels, None if conf is None else conf.cpu().numpy()
+            labels_np = labels.cpu().numpy().astype(self.label_dtype, copy=False)
+            return labels_np, None if conf is None else conf.cpu().numpy()
 
     # -- batches ---------------------------------------------------------------------------------
     def predict_prepared(self, x: Tensor) -> tuple[np.ndarray, np.ndarray | None]:
@@ -218,14 +221,16 @@ class SliceRunner:
         indices = list(indices)
         batches = [indices[k : k + self.batch_size] for k in range(0, len(indices), self.batch_size)]
         stop = stop_check(should_stop)
-        step = self.predict_prepared if prepared else self
+        step: Callable[[Any], _Result] = self.predict_prepared if prepared else self.__call__
         total, done = len(indices), 0
         if progress:
             progress(0, total)
+        if not batches:
+            return
         # reason: reading a batch (a strided copy, a zoom: NumPy releases the GIL) overlaps the
         # network on the previous one; on a GPU that copy is otherwise the bottleneck.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="braunet-slices") as reader:
-            pending = reader.submit(read, batches[0]) if batches else None
+            pending = reader.submit(read, batches[0])
             for number, batch in enumerate(batches):
                 if stop():
                     pending.cancel()
@@ -239,9 +244,7 @@ class SliceRunner:
                 if progress:
                     progress(done, total)
 
-    def _batched(
-        self, items: np.ndarray | Tensor, work: Callable[[np.ndarray | Tensor], tuple[np.ndarray, np.ndarray | None]]
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    def _batched(self, items: _Batch, work: Callable[[_Batch], _Result]) -> _Result:
         """``work`` over ``items`` in chunks of the batch size, the parts concatenated."""
         step = min(self.batch_size, self._max_batch or self.batch_size)
         parts = [self._with_oom_fallback(items[k : k + step], work) for k in range(0, len(items), step)]
@@ -250,7 +253,7 @@ class SliceRunner:
             return empty.astype(self.label_dtype), empty.astype(np.float32) if self.conf_dtype else None
         return _concatenate(parts)
 
-    def _with_oom_fallback(self, chunk, work) -> tuple[np.ndarray, np.ndarray | None]:
+    def _with_oom_fallback(self, chunk: _Batch, work: Callable[[_Batch], _Result]) -> _Result:
         """``work(chunk)``, retried on halves (and with a lower batch size from then on) after a CUDA OOM."""
         try:
             return work(chunk)
@@ -264,9 +267,9 @@ class SliceRunner:
                                  self._with_oom_fallback(chunk[half:], work)])  # fmt: skip
 
 
-def _concatenate(parts: list[tuple[np.ndarray, np.ndarray | None]]) -> tuple[np.ndarray, np.ndarray | None]:
+def _concatenate(parts: list[_Result]) -> _Result:
     if len(parts) == 1:
         return parts[0]
     labels = np.concatenate([p[0] for p in parts])
-    conf = None if parts[0][1] is None else np.concatenate([p[1] for p in parts])
-    return labels, conf
+    confidences = [p[1] for p in parts if p[1] is not None]
+    return labels, np.concatenate(confidences) if confidences else None
