@@ -180,3 +180,31 @@ def test_card_recipe_is_parsed_once_and_frozen(ct_model):
     broken = dataclasses.replace(card, preprocessing={"kind": "ct", "mean": 0.5, "std": 0.5})
     with pytest.raises(CheckpointError, match=f"model {card.name!r}.*clip_hu"):
         _ = broken.recipe
+
+
+def test_evaluation_batches_images_of_one_size_and_scores_each_on_its_grid(rgb_model, data_dir):
+    """Three CVC-ClinicDB frames (one size) go through the network together, two Kvasir-SEG frames
+    (two other sizes) alone; every image is still scored on its own grid."""
+    from braunet.train.data import collect_pairs, load_pairs
+    from braunet.train.evaluate import evaluate_slices
+    from braunet.train.metrics import per_class_metrics
+
+    cvc, kvasir = data_dir / "cvc_clinicdb", data_dir / "kvasir_seg"
+    frames = ["cju0qkwl35piu0993l0dewei2", "cju0roawvklrq0799vmjorwfv"]
+    images = [cvc / "images" / f"{n}.tif" for n in (1, 103, 127)] + [kvasir / "images" / f"{n}.jpg" for n in frames]
+    labels = [cvc / "masks_binary" / f"{n}.png" for n in (1, 103, 127)] + [kvasir / "masks" / f"{n}.png" for n in frames]
+    slices = load_pairs(collect_pairs(images, labels), num_classes=1)
+    model, card = rgb_model
+    calls: list[int] = []
+    hook = model.register_forward_pre_hook(lambda _module, args: calls.append(args[0].shape[0]))
+    try:
+        result = evaluate_slices(model, card, slices)
+    finally:
+        hook.remove()
+    assert calls == [3, 1, 1] and result.n == 5
+    runner = SliceRunner(model, card.recipe, card.config.img_size, 1, batch_size=1)
+    for i, record in enumerate(result.cases):
+        pred = runner(slices.images[i][None])[0][0].astype(np.int64)
+        assert pred.shape == slices.labels[i].shape
+        alone = per_class_metrics(pred, slices.labels[i], [1], slices.spacing[i])
+        assert record["metrics"][1]["dice"] == pytest.approx(alone[1]["dice"], abs=1e-3)  # batch 3 vs 1: rounding
