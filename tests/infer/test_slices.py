@@ -67,6 +67,22 @@ def test_any_callable_network_runs_on_real_ct_slices(ct_canonical):
     assert overlap > 0.9, overlap
 
 
+def test_the_engine_takes_any_callable_too(ct_model, ct_canonical):
+    """predict_volume with a function as the network: labels on the input grid, no module needed."""
+    _, card = ct_model
+    volume, _, _ = ct_canonical
+    classes = card.config.num_classes
+
+    def soft_tissue(x: torch.Tensor) -> torch.Tensor:  # class 1 above the window's middle (75 HU), else 0
+        return torch.cat([torch.zeros_like(x), x, torch.full((x.shape[0], classes - 2, *x.shape[2:]), -9.0)], dim=1)
+
+    prediction = predict_volume(soft_tissue, card, volume, slices=[12])
+    truth = np.asarray(volume.array[:, :, 12]) > 75
+    labels = prediction.labels[:, :, 12]
+    assert prediction.labels.shape == volume.array.shape and set(np.unique(labels)) == {0, 1}
+    assert np.mean((labels == 1) == truth) > 0.97
+
+
 def test_batching_does_not_change_labels_or_confidence(ct_model, ct_canonical):
     model, card = ct_model
     _, canonical, _ = ct_canonical
@@ -192,7 +208,8 @@ def test_evaluation_batches_images_of_one_size_and_scores_each_on_its_grid(rgb_m
     cvc, kvasir = data_dir / "cvc_clinicdb", data_dir / "kvasir_seg"
     frames = ["cju0qkwl35piu0993l0dewei2", "cju0roawvklrq0799vmjorwfv"]
     images = [cvc / "images" / f"{n}.tif" for n in (1, 103, 127)] + [kvasir / "images" / f"{n}.jpg" for n in frames]
-    labels = [cvc / "masks_binary" / f"{n}.png" for n in (1, 103, 127)] + [kvasir / "masks" / f"{n}.png" for n in frames]
+    labels = [cvc / "masks_binary" / f"{n}.png" for n in (1, 103, 127)]
+    labels += [kvasir / "masks" / f"{n}.png" for n in frames]
     slices = load_pairs(collect_pairs(images, labels), num_classes=1)
     model, card = rgb_model
     calls: list[int] = []

@@ -5,8 +5,9 @@ A prediction is made slice by slice as at inference, by the same
 class map resized back to the slice grid with nearest neighbour), in float32 on any device.
 Slices of one volume are stacked back into a 3-D case and scored in 3-D with the voxel spacing
 (slice distance included); every 2-D image is one case with its pixel spacing (1 mm per pixel
-when the file gives none, so ``hd95_mm`` of photographs is in pixels). Metrics and their empty-mask conventions are those of
-:mod:`braunet.train.metrics`; means are over cases first, then over classes (the Synapse order).
+when the file gives none, so ``hd95_mm`` of photographs is in pixels). Metrics and their
+empty-mask conventions are those of :mod:`braunet.train.metrics`; means are over cases first,
+then over classes (the Synapse order).
 
 The JSON of ``braunet evaluate --json`` is :meth:`Evaluation.to_json_dict`::
 
