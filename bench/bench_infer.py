@@ -82,10 +82,10 @@ def model_only_runner(model, card, volume, batch_size: int):
 
     canonical, _ = to_canonical(volume)
     device = next(model.parameters()).device
-    view = card.preprocessing.get("view", "radiological")
+    view = card.recipe.view
     depth = canonical.shape[2]
     batches = [
-        preprocess_slices(to_view(canonical, range(k, min(k + batch_size, depth)), view), card.preprocessing,
+        preprocess_slices(to_view(canonical, range(k, min(k + batch_size, depth)), view), card.recipe,
                           model.config.img_size, device=device)
         for k in range(0, depth, batch_size)
     ]  # fmt: skip

@@ -13,6 +13,8 @@ from braunet.infer import (
     ISIC_RGB,
     SYNAPSE_CT,
     apply_window,
+    convert_view,
+    convert_view_points,
     from_view,
     get_window,
     parse_preprocessing,
@@ -129,6 +131,26 @@ def test_radiological_view_puts_anterior_up_and_patient_right_left(ct):
     for view_name in ("radiological", "ras"):
         stack = to_view(ct, range(ct.shape[2]), view_name)
         assert np.array_equal(from_view(stack, view_name), ct)
+
+
+def test_one_flip_converts_between_views_slices_and_points(ct):
+    """A radiological slice (what napari shows) -> the "ras" slice a model may want, and back."""
+    indices = [2, 11]
+    radiological, ras = to_view(ct, indices, "radiological"), to_view(ct, indices, "ras")
+    assert np.array_equal(convert_view(radiological, "radiological", "ras"), ras)
+    assert np.array_equal(convert_view(ras, "ras", "radiological"), radiological)
+    assert convert_view(ras, "ras", "ras") is ras
+    rgb = np.random.default_rng(0).integers(0, 255, (1, 5, 7, 3), dtype=np.uint8)  # channels ride along
+    assert np.array_equal(convert_view(convert_view(rgb, "radiological", "ras"), "ras", "radiological"), rgb)
+    # every pixel centre lands where its value went
+    rows, cols = np.meshgrid(np.arange(ct.shape[1]), np.arange(ct.shape[0]), indexing="ij")
+    points = np.stack([rows, cols], axis=-1).reshape(-1, 2)  # (r, c) on the (J, I) radiological slice
+    moved = convert_view_points(points, radiological.shape[1:], "radiological", "ras").astype(int)
+    assert np.array_equal(ras[0][moved[:, 0], moved[:, 1]], radiological[0][points[:, 0], points[:, 1]])
+    back = convert_view_points(moved, ras.shape[1:], "ras", "radiological")
+    assert np.array_equal(back, points)
+    with pytest.raises(ValueError, match="sideways"):
+        convert_view(ras, "ras", "sideways")
 
 
 def test_label_resize_is_the_official_order_0_zoom():

@@ -42,6 +42,6 @@ def run(args: argparse.Namespace) -> int:
     card = read_card(target)
     print(
         f"{args.checkpoint} -> {target} ({card.config.num_classes} output channel(s), "
-        f"{card.config.img_size}px, {card.preprocessing['kind']} preprocessing, classes: {', '.join(card.class_names)})"
+        f"{card.config.img_size}px, {card.recipe.kind} preprocessing, classes: {', '.join(card.class_names)})"
     )
     return 0

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
                               "overwritten); fine-tune that version, or give --out DIR")
     model, card = source.load(args.device)
     pairs = collect_pairs(args.images, args.labels)
-    view = card.preprocessing.get("view", "radiological")
+    view = card.recipe.view
     slices = load_pairs(pairs, num_classes=model.config.num_classes, view=view)
     with tqdm(total=round(args.time_budget), unit="s", disable=None, leave=False, file=sys.stderr,
               desc=f"finetune {card.name}", bar_format="{l_bar}{bar}| {n:.0f}/{total} s {postfix}") as bar:

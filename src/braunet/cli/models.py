@@ -52,7 +52,7 @@ def describe(name: str, card) -> dict[str, Any]:
     return {
         "name": name,
         "classes": card.class_names,
-        "input": f"{card.preprocessing.get('kind', '?')} {card.config.img_size}px",
+        "input": f"{card.recipe.kind} {card.config.img_size}px",
         "preset": _preset_of(card),
         "metrics": _flat_numbers(card.metrics),
         "description": card.description,

@@ -1,15 +1,27 @@
-"""Inference: preprocessing recipes, CT windows, devices and the slice-wise engine.
+"""Inference: preprocessing recipes, CT windows, devices, slice views, the slice runner and the engine.
+
+:func:`predict` segments a volume or a 2-D image with a model and its card; under it,
+:class:`SliceRunner` runs any 2-D network over a stack of slices (``braunet.infer.slices``).
+The example uses a synthetic CT so that it runs anywhere (a bundled model, CPU, about a second);
+with a file, ``volume = read_image("ct.nii.gz")``.
 
 Examples::
 
-    from braunet.infer import predict
-    from braunet.io import read_image, write_labels
-    from braunet.zoo import load_model
-
-    model, card = load_model("ct-abdomen-8", device="auto")
-    volume = read_image("ct.nii.gz")
-    prediction = predict(model, card, volume)              # labels on the exact input grid
-    write_labels(prediction.labels, volume, "ct_labels.nii.gz", card.class_names)
+    >>> import tempfile, numpy as np
+    >>> from pathlib import Path
+    >>> from braunet.infer import predict
+    >>> from braunet.io import Volume, read_image, write_labels
+    >>> from braunet.zoo import load_model
+    >>> model, card = load_model("ct-abdomen-8", device="cpu")
+    >>> hu = np.full((64, 64, 3), -1000, np.int16)  # (I, J, K) air around a block of soft tissue
+    >>> hu[16:48, 16:48] = 40
+    >>> volume = Volume(hu, np.diag([2.0, 2.0, 2.0, 1.0]), None, "CT", False)  # 2 mm voxels, RAS+
+    >>> prediction = predict(model, card, volume)  # labels on the exact input grid
+    >>> prediction.labels.shape, prediction.labels.dtype
+    ((64, 64, 3), dtype('uint8'))
+    >>> path = Path(tempfile.mkdtemp()) / "ct_labels.nii.gz"
+    >>> write_labels(prediction.labels, volume, path, class_names=dict(enumerate(card.class_names))) == path
+    True
 """
 
 from braunet.infer.device import amp_dtype, resolve_device
@@ -23,7 +35,8 @@ from braunet.infer.preprocess import (
     preprocess_slices,
     resize_labels,
 )
-from braunet.infer.views import from_view, to_view
+from braunet.infer.slices import SliceRunner, decode_labels
+from braunet.infer.views import convert_view, convert_view_points, from_view, to_view
 from braunet.infer.windows import WINDOWS, Window, apply_window, get_window, list_windows
 
 __all__ = [
@@ -33,9 +46,13 @@ __all__ = [
     "WINDOWS",
     "Prediction",
     "Recipe",
+    "SliceRunner",
     "Window",
     "amp_dtype",
     "apply_window",
+    "convert_view",
+    "convert_view_points",
+    "decode_labels",
     "from_view",
     "get_window",
     "list_windows",

@@ -2,7 +2,8 @@
 
 This module is the one place the recipe lives; inference, training and fine-tuning all call
 :func:`preprocess_slices`, and a model's card records the recipe it was trained with
-(``card.preprocessing``), so the engine applies it automatically.
+(``card.preprocessing``, the JSON; ``card.recipe``, the :class:`Recipe` parsed from it once), so
+the engine applies it automatically.
 
 Recipes (JSON in ``card.json``)::
 
@@ -62,7 +63,7 @@ def official_preprocessing(kind: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A validated preprocessing recipe; ``low``/``high`` is the HU window (CT only)."""
+    """A validated, immutable preprocessing recipe; ``low``/``high`` is the HU window (CT only)."""
 
     kind: str
     mean: tuple[float, ...]
@@ -129,7 +130,7 @@ def preprocess_slices(
     Args:
         slices: CT (B, H, W) in HU (any numeric dtype), or RGB (B, H, W, 3) 8-bit values; an RGB
             recipe also takes grey (B, H, W), repeated to 3 channels.
-        spec: the model's preprocessing recipe (``card.preprocessing``).
+        spec: the model's preprocessing recipe (``card.recipe``, or a recipe dict).
         img_size: the model's input size S.
         device: where to compute and return the tensor (default: where ``slices`` is; CPU for NumPy).
     Returns:
@@ -176,4 +177,4 @@ def resize_labels(labels: np.ndarray, shape: tuple[int, int], spec: Mapping[str,
     For training (labels to the model size, as the official ``zoom(label, order=0)``) and for
     inference (predictions back to the slice size).
     """
-    return resize_nearest(labels, tuple(shape), parse_preprocessing(spec).resize)
+    return resize_nearest(labels, (shape[0], shape[1]), parse_preprocessing(spec).resize)

@@ -7,10 +7,15 @@ network, however, learned one particular picture of a slice, and the official Sy
 posterior (the spine at the bottom) and columns from the patient's right to left (the liver on the
 left of the picture). The ``"radiological"`` view reproduces that picture, so converted official
 checkpoints see what they were trained on; ``"ras"`` is the raw canonical slice, for models trained
-on it. The view is part of a model's preprocessing (``card.preprocessing["view"]``).
+on it. The view is part of a model's preprocessing (``card.recipe.view``), and the napari layers
+show volumes in the radiological view.
 
     radiological: view[b, r, c] = canonical[I - 1 - c, J - 1 - r, k_b]   shape (B, J, I)
     ras:          view[b, r, c] = canonical[r, c, k_b]                   shape (B, I, J)
+
+The two views differ by one flip, the transpose about the anti-diagonal, which is its own
+inverse; every conversion here (volume to slices, slices back, one view to the other, points)
+is that flip or nothing.
 """
 
 from __future__ import annotations
@@ -19,9 +24,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["VIEWS", "from_view", "to_view", "view_shape"]
+__all__ = ["VIEWS", "convert_view", "convert_view_points", "from_view", "to_view", "view_shape"]
 
 VIEWS = ("radiological", "ras")
+
+
+def _check(view: str) -> None:
+    if view not in VIEWS:
+        raise ValueError(f"unknown slice view {view!r}; known views: {', '.join(VIEWS)}")
+
+
+def _flip(stack: np.ndarray) -> np.ndarray:
+    """``out[b, r, c] = stack[b, W-1-c, H-1-r]`` for slices (B, H, W[, C]): shape (B, W, H[, C]), a view."""
+    return stack.swapaxes(1, 2)[:, ::-1, ::-1]
 
 
 def view_shape(canonical_shape: Sequence[int], view: str) -> tuple[int, int]:
@@ -32,18 +47,34 @@ def view_shape(canonical_shape: Sequence[int], view: str) -> tuple[int, int]:
 
 def to_view(canonical: np.ndarray, indices: Sequence[int], view: str) -> np.ndarray:
     """Axial slices ``indices`` of canonical (I, J, K[, C]) -> contiguous stack (B, H, W[, C])."""
+    _check(view)
     slab = np.moveaxis(canonical[:, :, list(indices)], 2, 0)  # (B, I, J[, C]) copy of the chosen slices
-    if view == "radiological":
-        slab = slab.swapaxes(1, 2)[:, ::-1, ::-1]
-    elif view != "ras":
-        raise ValueError(f"unknown slice view {view!r}; known views: {', '.join(VIEWS)}")
-    return np.ascontiguousarray(slab)
+    return np.ascontiguousarray(_flip(slab) if view == "radiological" else slab)
 
 
 def from_view(stack: np.ndarray, view: str) -> np.ndarray:
     """Inverse of :func:`to_view` for a whole stack: (K, H, W) -> canonical (I, J, K), as a view."""
-    if view == "radiological":
-        stack = stack[:, ::-1, ::-1].swapaxes(1, 2)
-    elif view != "ras":
-        raise ValueError(f"unknown slice view {view!r}; known views: {', '.join(VIEWS)}")
-    return np.moveaxis(stack, 0, 2)
+    _check(view)
+    return np.moveaxis(_flip(stack) if view == "radiological" else stack, 0, 2)
+
+
+def convert_view(stack: np.ndarray, source: str, target: str) -> np.ndarray:
+    """Slices (B, H, W[, C]) in view ``source`` -> the same slices in view ``target``, as a view.
+
+    For example a displayed napari slice (radiological) -> the slice a ``"ras"`` model is given.
+    """
+    _check(source)
+    _check(target)
+    return stack if source == target else _flip(stack)
+
+
+def convert_view_points(points: np.ndarray, shape: Sequence[int], source: str, target: str) -> np.ndarray:
+    """Continuous pixel coordinates (..., 2) ``(r, c)`` on a slice of ``shape`` (H, W) in view
+    ``source`` -> the same points in view ``target``: identity, or ``(W-1-c, H-1-r)``."""
+    _check(source)
+    _check(target)
+    points = np.asarray(points, dtype=np.float64)
+    if source == target:
+        return points
+    height, width = shape[0], shape[1]
+    return np.stack([width - 1 - points[..., 1], height - 1 - points[..., 0]], axis=-1)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -24,6 +25,9 @@ from braunet._atomic import atomic_path
 from braunet.errors import CheckpointError
 from braunet.model.braunet import BRAUNet
 from braunet.model.config import BRAUNetConfig
+
+if TYPE_CHECKING:
+    from braunet.infer.preprocess import Recipe
 
 __all__ = ["CARD_FILE", "FORMAT", "WEIGHTS_FILE", "ModelCard", "load_checkpoint", "read_card", "save_checkpoint"]
 
@@ -38,7 +42,8 @@ class ModelCard:
 
     ``preprocessing`` is the recipe :mod:`braunet.infer` applies before the network, e.g.
     ``{"kind": "ct", "clip_hu": [-125, 275], "mean": 0.5, "std": 0.5}`` or
-    ``{"kind": "rgb", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}``.
+    ``{"kind": "rgb", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}``;
+    :attr:`recipe` is that dict parsed and checked, which is what code reads.
     """
 
     name: str
@@ -67,6 +72,17 @@ class ModelCard:
                 f"model card {self.name!r}: {len(self.class_names)} class names for a model with "
                 f"{self.config.num_classes} output channel(s) (expected {expected})"
             )
+
+    @functools.cached_property
+    def recipe(self) -> Recipe:
+        """The preprocessing recipe, parsed once (:func:`braunet.infer.parse_preprocessing`).
+
+        Raises:
+            CheckpointError: the recipe is invalid (the message names the model and the field).
+        """
+        from braunet.infer.preprocess import parse_preprocessing  # reason: braunet.infer imports this module
+
+        return parse_preprocessing(self.preprocessing, f"model {self.name!r}")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -27,9 +27,9 @@ from magicgui.widgets import (
 )  # fmt: skip
 from qtpy.QtCore import QTimer
 
+from braunet.infer.views import convert_view
 from braunet.napari._jobs import Job
 from braunet.napari._loss_curve import LossCurve
-from braunet.napari._routing_map import SliceFrame
 from braunet.napari._segment import PREDICTION_KEY
 from braunet.napari._store import ModelStore
 from braunet.napari._widget_tools import connect_while_alive, layer_combo, wrap_labels
@@ -189,15 +189,14 @@ class FinetuneWidget(Container):
         if image is None or labels is None or not chosen:
             return [], [], chosen
         _, card = self.store.load(self.store.current)
-        view = card.preprocessing.get("view", "radiological")
         three_d = not image.rgb and image.ndim >= 3
+        view = card.recipe.view if three_d else "radiological"  # a 2-D image is shown as the network sees it
         images, masks = [], []
         for k in chosen:
             img = np.asarray(image.data[k] if three_d else image.data)
             lab = np.asarray(labels.data[k] if three_d else labels.data)
-            frame = SliceFrame(img.shape[:2], view if three_d else "radiological", 1, 1, "spline3")
-            images.append(frame.display_slice_to_view(img))
-            masks.append(frame.display_slice_to_view(lab))
+            images.append(np.ascontiguousarray(convert_view(img[None], "radiological", view)[0]))
+            masks.append(np.ascontiguousarray(convert_view(lab[None], "radiological", view)[0]))
         return images, masks, chosen
 
     def train(self, value: Any = None) -> Job | None:

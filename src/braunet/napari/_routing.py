@@ -179,9 +179,7 @@ class RoutingWidget(Container):
         self._start(layer, key, k, three_d, cache_key)
 
     def _start(self, layer: Any, key: str, k: int, three_d: bool, cache_key: tuple) -> None:
-        import torch
-
-        from braunet.infer import parse_preprocessing, preprocess_slices
+        from braunet.infer import SliceRunner
         from braunet.model import record_routing
 
         display = np.asarray(layer.data[k] if three_d else layer.data)
@@ -189,19 +187,17 @@ class RoutingWidget(Container):
 
         def work(progress, should_stop):
             model, card = widget.private_model(key)
-            recipe = parse_preprocessing(card.preprocessing, f"model {card.name!r}")
+            recipe, config = card.recipe, card.config
             if (recipe.kind == "ct") != three_d:
                 from braunet.errors import InputError
 
                 kind = "3-D CT volumes" if recipe.kind == "ct" else "2-D RGB images"
                 raise InputError(f"{layer.name}: model {card.name!r} segments {kind}")
             frame = SliceFrame(display.shape[:2], recipe.view if three_d else "radiological",
-                               model.config.img_size, model.config.n_win, recipe.resize)  # fmt: skip
-            raw = frame.display_slice_to_view(display)
-            with torch.inference_mode():
-                x = preprocess_slices(raw[None], recipe, model.config.img_size)
-                with record_routing(model) as routes:
-                    model(x)
+                               config.img_size, config.n_win, recipe.resize)  # fmt: skip
+            runner = SliceRunner(model, recipe, config.img_size, config.num_classes, amp=False)
+            with record_routing(model) as routes:
+                runner.logits(runner.prepare(frame.display_slice_to_view(display)[None]))
             return frame, {route.name: route.indices[0].cpu().numpy() for route in routes}
 
         job = Job(work, f"Routing of slice {k}", parent=self.native)

@@ -5,8 +5,9 @@ Three coordinate frames, all in pixel-centre coordinates (pixel ``p`` covers ``[
 * **display**: a slice of the layer array, ``(H_d, W_d)`` (for volumes the radiological view of the
   canonical slice, see :mod:`braunet.napari._geometry`; for 2-D images the image itself);
 * **view**: the raw slice the engine resizes for the network (:func:`braunet.infer.to_view` with the
-  model's ``preprocessing["view"]``): the display slice itself for ``"radiological"`` and for 2-D
-  images, its flipped transpose for ``"ras"``: ``view[a, b] = display[H_d-1-b, W_d-1-a]``;
+  model's ``card.recipe.view``): the display slice itself for ``"radiological"`` and for 2-D
+  images, its flipped transpose for ``"ras"``: ``view[a, b] = display[H_d-1-b, W_d-1-a]``
+  (:func:`braunet.infer.views.convert_view`);
 * **model**: the ``S x S`` network input. ``"spline3"`` resizing aligns the first and last pixel
   centres (``x = m (n - 1) / (S - 1)``), ``"bilinear"`` uses half-pixel centres
   (``x = (m + 0.5) n / S - 0.5``), exactly as :mod:`braunet.infer.resize` does.
@@ -21,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from braunet.infer.views import convert_view, convert_view_points
 
 __all__ = ["SliceFrame", "routing_frequency"]
 
@@ -74,24 +77,14 @@ class SliceFrame:
 
     def display_slice_to_view(self, display_slice: np.ndarray) -> np.ndarray:
         """The raw 2-D slice the engine feeds the network, from a displayed slice ((H, W) or (H, W, 3))."""
-        if self.view == "ras":
-            return np.ascontiguousarray(np.swapaxes(display_slice[::-1, ::-1], 0, 1))
-        return np.ascontiguousarray(display_slice)
+        return np.ascontiguousarray(convert_view(display_slice[None], "radiological", self.view)[0])
 
     def display_to_view(self, rc: np.ndarray) -> np.ndarray:
         """Display (r, c) -> view (a, b), continuous: identity, or (W_d-1-c, H_d-1-r) for ``"ras"``."""
-        rc = np.asarray(rc, dtype=np.float64)
-        if self.view != "ras":
-            return rc
-        h, w = self.display_shape  # display (r, c) = canonical (I-1-c, J-1-r) -> view (a, b) = (i, j)
-        return np.stack([w - 1 - rc[..., 1], h - 1 - rc[..., 0]], axis=-1)
+        return convert_view_points(rc, self.display_shape, "radiological", self.view)
 
     def view_to_display(self, ab: np.ndarray) -> np.ndarray:
-        ab = np.asarray(ab, dtype=np.float64)
-        if self.view != "ras":
-            return ab
-        h, w = self.display_shape
-        return np.stack([h - 1 - ab[..., 1], w - 1 - ab[..., 0]], axis=-1)
+        return convert_view_points(ab, self.view_shape, self.view, "radiological")
 
     def display_to_model(self, rc: np.ndarray) -> np.ndarray:
         ab = self.display_to_view(rc)

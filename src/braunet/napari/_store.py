@@ -160,8 +160,13 @@ class ModelStore:
     def kind(self, key: str) -> str | None:
         """``"ct"`` or ``"rgb"``: what the model segments (from its card; weights are not loaded)."""
         entry = self._entries[key]
+        from braunet.errors import CheckpointError
+
         card = entry.card if entry.card is not None else entry.source.card
-        return card.preprocessing.get("kind")
+        try:
+            return card.recipe.kind
+        except CheckpointError:
+            return None
 
     def anchors(self, key: str) -> Path | None:
         """The anchor set fine-tuning ``key`` replays: that of its nearest on-disk ancestor's folder."""

@@ -168,7 +168,7 @@ def run_official_evaluation(args: argparse.Namespace) -> int:
             if not (args.images and args.labels):
                 raise InputError("give both --images and --labels")
             pairs = collect_pairs(args.images, args.labels)
-            if card.preprocessing.get("kind") == "ct":
+            if card.recipe.kind == "ct":
                 report = evaluate_volumes_official(model, card, pairs, progress=progress)
             else:
                 slices = load_pairs(pairs, num_classes=model.config.num_classes)

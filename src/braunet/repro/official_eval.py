@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from braunet.errors import Cancelled, InputError
+from braunet.errors import InputError
 from braunet.train.metrics import official_metric_percase, per_class_metrics, summarize
 
 __all__ = [
@@ -57,11 +57,6 @@ __all__ = [
 ]
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.no_grad()
 def official_predict_volume(
     model: nn.Module,
     image: np.ndarray,
@@ -74,9 +69,13 @@ def official_predict_volume(
     """``test_single_volume``'s prediction: image (D, H, W) in [0, 1] -> class ids (D, H, W) uint8.
 
     Slices are zoomed with ``scipy.ndimage.zoom`` exactly as the official test does (order 3 in,
-    order 0 out), batched through the network. A 1-channel network output is binary (logit >= 0).
+    order 0 out; the protocol being reproduced, so not our matrix form of it), and go through the
+    network in float32 batches with the :class:`~braunet.infer.slices.SliceRunner` (a 1-channel
+    output is binary, logit >= 0).
     """
     from scipy.ndimage import zoom
+
+    from braunet.infer.slices import SliceRunner
 
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3:
@@ -84,25 +83,19 @@ def official_predict_volume(
     size = model.config.img_size
     depth, height, width = image.shape
     resize = (height, width) != (size, size)
+
+    def read(batch: list[int]) -> torch.Tensor:  # (B, H, W) in [0, 1] -> (B, 1, S, S), the official input
+        chunk = image[batch]
+        if resize:
+            chunk = np.stack([zoom(s, (size / height, size / width), order=3) for s in chunk])
+        return (torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))[:, None] - mean) / std
+
+    runner = SliceRunner(model, None, size, model.config.num_classes, amp=False, batch_size=batch_size)
     prediction = np.zeros(image.shape, dtype=np.uint8)
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, depth, batch_size):
-            if should_stop and should_stop():
-                raise Cancelled("evaluation cancelled")
-            chunk = image[start : start + batch_size]
-            if resize:
-                chunk = np.stack([zoom(s, (size / height, size / width), order=3) for s in chunk])
-            x = (torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))[:, None] - mean) / std
-            logits = model(x.to(_device(model))).float()
-            labels = (logits[:, 0] >= 0).long() if logits.shape[1] == 1 else logits.argmax(1)
-            labels = labels.cpu().numpy().astype(np.uint8)
-            if resize:
-                labels = np.stack([zoom(s, (height / size, width / size), order=0) for s in labels])
-            prediction[start : start + len(labels)] = labels
-    finally:
-        model.train(was_training)
+    for batch, labels, _ in runner.run(read, range(depth), prepared=True, should_stop=should_stop, what="evaluation"):
+        if resize:
+            labels = np.stack([zoom(s, (height / size, width / size), order=0) for s in labels])
+        prediction[batch] = labels
     return prediction
 
 
@@ -364,12 +357,7 @@ def evaluate_binary_official(model: nn.Module, card, slices, *, with_ours: bool 
 
     size, classes = model.config.img_size, model.config.num_classes
     prepared = prepare(slices, card.preprocessing, size, classes)
-    was_training = model.training
-    model.eval()
-    try:
-        prediction = predict_prepared(model, prepared.x).numpy()
-    finally:
-        model.train(was_training)
+    prediction = predict_prepared(model, prepared.x).numpy()
     truth = prepared.y.numpy()
     scores = [official_binary_scores(p == 1, t == 1) for p, t in zip(prediction, truth)]
     ours = None

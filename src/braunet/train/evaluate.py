@@ -1,11 +1,13 @@
 """Evaluation at the images' own resolution: per-class Dice and HD95 in mm, per case, then averaged.
 
-A prediction is made slice by slice as at inference (the card's preprocessing recipe, the network,
-the class map resized back to the slice grid with nearest neighbour). Slices of one volume are
-stacked back into a 3-D case and scored in 3-D with the voxel spacing (slice distance included);
-every 2-D image is one case with its pixel spacing (1 mm per pixel when the file gives none, so
-``hd95_mm`` of photographs is in pixels). Metrics and their empty-mask conventions are those of
-:mod:`braunet.train.metrics`; means are over cases first, then over classes (the Synapse order).
+A prediction is made slice by slice as at inference, by the same
+:class:`~braunet.infer.slices.SliceRunner` (the card's preprocessing recipe, the network, the
+class map resized back to the slice grid with nearest neighbour), in float32 on any device.
+Slices of one volume are stacked back into a 3-D case and scored in 3-D with the voxel spacing
+(slice distance included); every 2-D image is one case with its pixel spacing (1 mm per pixel
+when the file gives none, so ``hd95_mm`` of photographs is in pixels). Metrics and their
+empty-mask conventions are those of :mod:`braunet.train.metrics`; means are over cases first,
+then over classes (the Synapse order).
 
 The JSON of ``braunet evaluate --json`` is :meth:`Evaluation.to_json_dict`::
 
@@ -22,40 +24,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from braunet.errors import Cancelled, InputError
+from braunet.infer.slices import SliceRunner
 from braunet.model import BRAUNet, ModelCard
 from braunet.train.metrics import per_class_metrics
 from braunet.train.slices import SliceSet
 
-__all__ = ["Evaluation", "evaluate_files", "evaluate_slices", "predict_slices"]
-
-
-@torch.no_grad()
-def predict_slices(
-    model: BRAUNet, card: ModelCard, images: Sequence[np.ndarray], batch_size: int = 8
-) -> list[np.ndarray]:
-    """Class maps (H, W) int64 for raw slices (H, W) or (H, W, 3), each on its own grid."""
-    from braunet.infer.preprocess import preprocess_slices, resize_labels
-
-    device = next(model.parameters()).device
-    size = model.config.img_size
-    was_training = model.training
-    model.eval()
-    out: list[np.ndarray] = []
-    try:
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            x = torch.cat([preprocess_slices(np.asarray(im)[None], card.preprocessing, size) for im in chunk])
-            logits = model(x.to(device)).float()
-            pred = ((logits[:, 0] >= 0).long() if logits.shape[1] == 1 else logits.argmax(1)).cpu().numpy()
-            for image, p in zip(chunk, pred):
-                shape = np.asarray(image).shape[:2]
-                out.append(resize_labels(p[None], shape, card.preprocessing)[0].astype(np.int64))
-    finally:
-        model.train(was_training)
-    return out
+__all__ = ["Evaluation", "evaluate_files", "evaluate_slices"]
 
 
 def _nan_to_none(value: float) -> float | None:
@@ -120,14 +96,17 @@ def evaluate_slices(
     """
     binary = model.config.num_classes == 1
     ids = list(class_ids) if class_ids is not None else ([1] if binary else list(range(1, model.config.num_classes)))
+    runner = SliceRunner(model, card.recipe, model.config.img_size, model.config.num_classes, amp=False)
     cases = _cases(slices)
     per_case: list[dict[int, dict[str, float]]] = []
     case_records = []
+    predicted: dict[int, np.ndarray] = {}  # slice index -> class map (H, W), for the cases predicted ahead
     for done, indices in enumerate(cases):
         if should_stop and should_stop():
             raise Cancelled("evaluation cancelled")
-        preds = predict_slices(model, card, [slices.images[i] for i in indices])
-        pred = np.stack(preds)
+        if indices[0] not in predicted:
+            predicted = _predict_ahead(runner, slices, cases[done:])
+        pred = np.stack([predicted.pop(i) for i in indices]).astype(np.int64)
         truth = np.stack([slices.labels[i] for i in indices])
         rows, cols = slices.spacing[indices[0]]
         depth = slices.depth_mm[indices[0]]
@@ -143,6 +122,22 @@ def evaluate_slices(
         if progress:
             progress(done + 1, len(cases))
     return _aggregate(card, ids, per_case, case_records)
+
+
+def _predict_ahead(runner: SliceRunner, slices: SliceSet, cases: list[list[int]]) -> dict[int, np.ndarray]:
+    """Class maps of ``cases[0]`` and of the next cases on the same grid that fit in its batch.
+
+    reason: a set of 2-D images is one case per image; predicting them one by one would run the
+    network on batches of one.
+    """
+    shape = np.asarray(slices.images[cases[0][0]]).shape
+    chosen = list(cases[0])
+    for case in cases[1:]:
+        if len(chosen) + len(case) > runner.batch_size or np.asarray(slices.images[case[0]]).shape != shape:
+            break
+        chosen += case
+    labels, _ = runner(np.stack([slices.images[i] for i in chosen]))
+    return dict(zip(chosen, labels, strict=True))
 
 
 def _aggregate(card: ModelCard, ids: Sequence[int], per_case: list[dict], records: list[dict]) -> Evaluation:

@@ -247,7 +247,7 @@ def _train_copy(
     origin = [p.detach().clone() for p in params] if l2sp else []
     base_lr = lr or (2e-4 if mode == "decoder" else 1e-4)
     criterion = make_loss(model.config.num_classes)
-    kind = "ct" if card.preprocessing.get("kind") == "ct" else "rgb"
+    kind = card.recipe.kind
     corrected = AugmentedSlices(train_data, kind, seed=seed)
     replay = None
     if anchor_data is not None and anchors_per_batch:

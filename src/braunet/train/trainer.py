@@ -184,7 +184,7 @@ def _batch_loss(criterion: nn.Module, logits: Tensor, y: Tensor, known: Tensor) 
 def _augment_kind(config: TrainConfig, card: ModelCard) -> str:
     if config.augment != "auto":
         return config.augment
-    return "ct" if card.preprocessing.get("kind") == "ct" else "rgb"
+    return card.recipe.kind
 
 
 def _lr_at(config: TrainConfig, at: Step) -> float:

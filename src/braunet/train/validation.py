@@ -45,33 +45,25 @@ class DiceReport:
         }
 
 
-@torch.no_grad()
 def predict_prepared(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    """Class ids (N, S, S) int64 on the CPU for inputs (N, C, S, S); model must be in eval mode.
+    """Class ids (N, S, S) int64 on the CPU for prepared inputs (N, C, S, S), in float32.
 
-    One output channel means binary: ``sigmoid(logit) >= 0.5``, i.e. ``logit >= 0``.
+    The :class:`~braunet.infer.slices.SliceRunner` pass (eval mode during the call, restored after);
+    one output channel means binary, ``sigmoid(logit) >= 0.5`` (:func:`braunet.infer.decode_labels`).
     """
-    device = next(model.parameters()).device
-    out = []
-    for start in range(0, x.shape[0], batch_size):
-        logits = model(x[start : start + batch_size].to(device)).float()
-        pred = (logits[:, 0] >= 0).long() if logits.shape[1] == 1 else logits.argmax(1)
-        out.append(pred.cpu())
-    return torch.cat(out) if out else torch.zeros((0,) + tuple(x.shape[2:]), dtype=torch.long)
+    from braunet.infer.slices import SliceRunner
+
+    runner = SliceRunner(model, None, x.shape[-1], _num_classes(model), amp=False, batch_size=batch_size)
+    return torch.from_numpy(runner.predict_prepared(x)[0]).long()
 
 
 def validation_dice(model: torch.nn.Module, data: PreparedSlices, batch_size: int = 8) -> DiceReport:
     """Dice of ``model`` on ``data`` (see the module docstring). Restores the model's train/eval mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        pred = predict_prepared(model, data.x, batch_size).numpy()
-    finally:
-        model.train(was_training)
+    pred = predict_prepared(model, data.x, batch_size).numpy()
     truth = data.y.numpy()
     known = data.known.numpy()
     classes = known.shape[1]
-    if classes == 2 and _is_binary(model):
+    if classes == 2 and _num_classes(model) == 1:
         scores = [dice(p == 1, t == 1) for p, t in zip(pred, truth)]
         return DiceReport(mean=float(np.mean(scores)), per_class={1: float(np.mean(scores))}, n=len(scores))
     per_class: dict[int, float | None] = {}
@@ -93,8 +85,11 @@ def validation_dice(model: torch.nn.Module, data: PreparedSlices, batch_size: in
     )
 
 
-def _is_binary(model: torch.nn.Module) -> bool:
+def _num_classes(model: torch.nn.Module) -> int:
+    """Output channels of a BRAU-Net++, also inside ``DistributedDataParallel``."""
     config = getattr(model, "config", None)
     if config is None and hasattr(model, "module"):  # DistributedDataParallel
         config = getattr(model.module, "config", None)
-    return config is not None and config.num_classes == 1
+    if config is None:
+        raise ValueError(f"{type(model).__name__} has no config: cannot tell its number of classes")
+    return config.num_classes
