@@ -72,7 +72,7 @@ def _gui_unavailable() -> str | None:
     if missing:
         return f"{' and '.join(missing)} not installed (pip install -e '.[testing]')"
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return "no display: install Xvfb (apt install xvfb; .ci/run lists the Qt libraries) or use a desktop session"
+        return "no display: install Xvfb and Qt's xcb libraries (README, 'Run the tests') or use a desktop session"
     return None
 
 
