@@ -163,7 +163,8 @@ class _RoutedAttentionLePE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, qkv, weight, bias, flat_index, layout, topk, heads, qk_dim, scale):
+    def forward(ctx: Any, qkv: Tensor, weight: Tensor, bias: Tensor | None, flat_index: Tensor, layout: _Layout,
+                topk: int, heads: int, qk_dim: int, scale: float) -> Tensor:
         ctx.save_for_backward(qkv, weight, bias, flat_index)
         ctx.layout, ctx.topk, ctx.heads, ctx.qk_dim, ctx.scale = layout, topk, heads, qk_dim, scale
         return _bra_forward(qkv, weight, bias, flat_index, layout, topk, heads, qk_dim, scale)
