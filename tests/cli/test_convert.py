@@ -16,8 +16,6 @@ from braunet.cli import main
 from braunet.model import BRAUNet, get_preset, read_card
 from braunet.zoo import load_model
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "official"
-
 
 def run(argv: list, capsys) -> tuple[int, str, str]:
     code = main(["convert-official", *(str(a) for a in argv)])
@@ -26,10 +24,10 @@ def run(argv: list, capsys) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def official_small() -> Path:
-    path = FIXTURES / "small_state_dict.pt"
+def official_small(official_fixtures: Path) -> Path:
+    path = official_fixtures / "small_state_dict.pt"
     if not path.is_file():
-        pytest.fail(f"official fixtures not found at {FIXTURES}")
+        pytest.fail(f"official fixtures incomplete: {path} is missing")
     return path
 
 
@@ -44,7 +42,7 @@ def test_official_fixture_converts_to_the_same_logits(official_small, tmp_path, 
     assert card.provenance["sha256"] == hashlib.sha256(official_small.read_bytes()).hexdigest()
     assert card.provenance["converted"][:4].isdigit() and card.extra["preset"] == "tiny"
     model, _ = load_model(out)
-    io = torch.load(FIXTURES / "small_io.pt", weights_only=True)
+    io = torch.load(official_small.with_name("small_io.pt"), weights_only=True)
     with torch.inference_mode():
         torch.testing.assert_close(model(io["input"]), io["logits"], rtol=0, atol=1e-4)
 

@@ -7,7 +7,6 @@ built once per session in a temporary folder, never in the repository's models/.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -17,19 +16,11 @@ from braunet.classes import LESION_CLASSES, SYNAPSE8_CLASSES
 from braunet.infer import official_preprocessing
 from braunet.model import BRAUNet, ModelCard, get_preset, save_checkpoint
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def shared_data_dir() -> Path:
-    return Path(os.environ.get("BRAUNET_DATA_DIR") or REPO.parent / "shared" / "data")
-
 
 @pytest.fixture(scope="session")
-def data_dir() -> Path:
-    folder = shared_data_dir()
-    if not folder.is_dir():
-        pytest.fail(f"shared data folder not found: {folder} (set BRAUNET_DATA_DIR)")
-    return folder
+def data_dir(shared_data: Path) -> Path:
+    """The engine and CLI tests' name for ``shared_data`` (tests/conftest.py): skipped when it is missing."""
+    return shared_data
 
 
 def make_checkpoint(folder: Path, kind: str, seed: int = 0) -> Path:

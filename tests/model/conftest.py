@@ -1,34 +1,26 @@
+"""Fixtures for the model tests: the official code's recorded small model (``official_fixtures``, tests/conftest.py)."""
+
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from braunet.model import BRAUNetConfig, load_official
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "official"
+
+@pytest.fixture(scope="session")
+def small_config(official_fixtures) -> BRAUNetConfig:
+    return BRAUNetConfig(**json.loads((official_fixtures / "small_config.json").read_text())["kwargs"])
 
 
 @pytest.fixture(scope="session")
-def official_dir() -> Path:
-    if not FIXTURES.is_dir():
-        pytest.fail(f"official fixtures not found at {FIXTURES}")
-    return FIXTURES
+def small_state_dict(official_fixtures) -> dict:
+    return torch.load(official_fixtures / "small_state_dict.pt", weights_only=True)
 
 
 @pytest.fixture(scope="session")
-def small_config(official_dir) -> BRAUNetConfig:
-    return BRAUNetConfig(**json.loads((official_dir / "small_config.json").read_text())["kwargs"])
-
-
-@pytest.fixture(scope="session")
-def small_state_dict(official_dir) -> dict:
-    return torch.load(official_dir / "small_state_dict.pt", weights_only=True)
-
-
-@pytest.fixture(scope="session")
-def small_io(official_dir) -> dict:
-    return torch.load(official_dir / "small_io.pt", weights_only=True)
+def small_io(official_fixtures) -> dict:
+    return torch.load(official_fixtures / "small_io.pt", weights_only=True)
 
 
 @pytest.fixture()

@@ -21,8 +21,8 @@ def test_accepts_dataparallel_prefix_and_nesting(small_state_dict, small_config,
         assert (model(small_io["input"]) - small_io["logits"]).abs().max() <= 1e-4
 
 
-def test_refuses_truncated_file(official_dir, tmp_path, small_config):
-    data = (official_dir / "small_state_dict.pt").read_bytes()
+def test_refuses_truncated_file(official_fixtures, tmp_path, small_config):
+    data = (official_fixtures / "small_state_dict.pt").read_bytes()
     path = tmp_path / "truncated.pth"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=r"truncated\.pth: not a readable PyTorch checkpoint"):

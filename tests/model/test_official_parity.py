@@ -30,8 +30,8 @@ def test_one_channel_input_is_repeated(small_model, small_io):
     assert (logits64 - small_io["logits_1ch_float64"]).abs().max().item() <= 1e-9
 
 
-def test_routing_indices_of_all_bra_modules(small_model, small_io, official_dir):
-    expected = torch.load(official_dir / "small_bra_routing.pt", weights_only=True)
+def test_routing_indices_of_all_bra_modules(small_model, small_io, official_fixtures):
+    expected = torch.load(official_fixtures / "small_bra_routing.pt", weights_only=True)
     with torch.inference_mode(), record_routing(small_model) as routes:
         small_model(small_io["input"])
     official = {k.removeprefix("all_r_idx.bra_unet."): v for k, v in expected.items() if k.startswith("all_r_idx.")}
@@ -42,8 +42,8 @@ def test_routing_indices_of_all_bra_modules(small_model, small_io, official_dir)
         assert record.n_win == 4
 
 
-def test_captured_bra_modules_alone(small_model, official_dir):
-    expected = torch.load(official_dir / "small_bra_routing.pt", weights_only=True)
+def test_captured_bra_modules_alone(small_model, official_fixtures):
+    expected = torch.load(official_fixtures / "small_bra_routing.pt", weights_only=True)
     modules = dict(small_model.named_modules())
     for name in ("stages.0.0.attn", "stages.1.0.attn", "layers_up.1.blocks.0.attn"):
         prefix = f"bra_unet.{name}."
@@ -54,8 +54,8 @@ def test_captured_bra_modules_alone(small_model, official_dir):
         assert torch.allclose(routes[0].weights, expected[prefix + "r_weight"], atol=1e-5)
 
 
-def test_intermediates(small_model, small_io, official_dir):
-    expected = torch.load(official_dir / "small_intermediates.pt", weights_only=True)
+def test_intermediates(small_model, small_io, official_fixtures):
+    expected = torch.load(official_fixtures / "small_intermediates.pt", weights_only=True)
     captured = {}
 
     def hook(name):
@@ -78,8 +78,8 @@ def test_intermediates(small_model, small_io, official_dir):
         assert (ours - reference).abs().max().item() <= 1e-4, name
 
 
-def test_paper_bottleneck_option_runs_the_unused_blocks(small_state_dict, small_config, official_dir):
-    expected = torch.load(official_dir / "small_unused_bottleneck.pt", weights_only=True)
+def test_paper_bottleneck_option_runs_the_unused_blocks(small_state_dict, small_config, official_fixtures):
+    expected = torch.load(official_fixtures / "small_unused_bottleneck.pt", weights_only=True)
     model = load_official(small_state_dict, small_config.replace(bottleneck_blocks=True))
     tokens = expected["bottleneck_tokens"]  # (2, 16, 128) = (2, 4x4, C)
     with torch.inference_mode():
@@ -88,8 +88,8 @@ def test_paper_bottleneck_option_runs_the_unused_blocks(small_state_dict, small_
 
 
 @pytest.mark.parametrize(("preset", "key_file"), [("synapse", "synapse_keys.json"), ("isic", "isic_keys.json")])
-def test_full_presets_have_the_official_key_layout(preset, key_file, official_dir):
-    official = json.loads((official_dir / key_file).read_text())
+def test_full_presets_have_the_official_key_layout(preset, key_file, official_fixtures):
+    official = json.loads((official_fixtures / key_file).read_text())
     converted = convert_official_state_dict({k: torch.empty(v, device="meta") for k, v in official.items()})
     with torch.device("meta"):
         model = BRAUNet(get_preset(preset))

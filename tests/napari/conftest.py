@@ -1,5 +1,8 @@
 """napari plugin tests: real shared data through BRAUNET_DATA_DIR (no network), Xvfb via pytest-xvfb.
 
+Tests that use a viewer or Qt fixture are marked ``gui`` by tests/conftest.py and skipped, with the reason, when
+napari, Qt or a display is missing; the pure-NumPy ones (geometry, sample pins) run anywhere the data is.
+
 Models: random-weight checkpoints written to tmp_path (wiring, geometry, cancel, responsiveness)
 and the bundled ``ct-abdomen-8`` where a test needs real organ predictions.
 """
@@ -7,6 +10,7 @@ and the bundled ``ct-abdomen-8`` where a test needs real organ predictions.
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 
 import pytest
 import torch
@@ -83,7 +87,7 @@ class Heartbeat:
 
     @property
     def max_gap(self) -> float:
-        return max(b - a for a, b in zip(self.ticks, self.ticks[1:]))
+        return max(b - a for a, b in pairwise(self.ticks))
 
 
 @pytest.fixture()

@@ -14,15 +14,11 @@ from braunet.errors import CheckpointError
 from braunet.model import BRAUNet, get_preset
 from braunet.repro.biformer_init import init_encoder_from_biformer, official_key_names, read_training_checkpoint
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "biformer"
-
 
 @pytest.fixture(scope="module")
-def layout() -> tuple[dict[str, list[int]], dict]:
-    if not FIXTURES.is_dir():
-        pytest.skip(f"BiFormer fixtures not found: {FIXTURES}")
-    keys = json.loads((FIXTURES / "biformer_base_keys.json").read_text())
-    mapping = json.loads((FIXTURES / "load_from_mapping.json").read_text())
+def layout(biformer_fixtures: Path) -> tuple[dict[str, list[int]], dict]:
+    keys = json.loads((biformer_fixtures / "biformer_base_keys.json").read_text())
+    mapping = json.loads((biformer_fixtures / "load_from_mapping.json").read_text())
     return keys, mapping
 
 

@@ -15,8 +15,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def data_root() -> Path:
+    """The shared data folder, found as the ``shared_data`` fixture finds it; skips the calling test without it."""
     env = os.environ.get("BRAUNET_DATA_DIR")
-    return Path(env) if env else (REPO.parent / "shared" / "data").resolve()
+    folder = Path(env) if env else (REPO.parent / "shared" / "data").resolve()
+    if not folder.is_dir():
+        pytest.skip(f"shared data folder not found: {folder} (set BRAUNET_DATA_DIR)")
+    return folder
 
 
 CVC_FRAMES = {  # sequence: frames (first, middle, last), from cvc_clinicdb/cases.csv

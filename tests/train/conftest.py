@@ -1,4 +1,4 @@
-"""Fixtures for the training-primitive tests: the shared real data, read-only."""
+"""Fixtures for the training-primitive tests: real arrays from ``shared_data`` (tests/conftest.py), read-only."""
 
 from __future__ import annotations
 
@@ -8,16 +8,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import tifffile
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The shared real-data folder (``../shared/data`` from the repository root)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data folder not found: {SHARED_DATA.resolve()}")
-    return SHARED_DATA.resolve()
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,11 @@ __all__ = ["read_image_2d", "read_2d_class_names", "save_image_2d"]
 
 _IDENTITY = np.eye(4)
 _CLASS_NAMES_KEY = "braunet_class_names"
-_PIL_ERRORS = (UnidentifiedImageError, SyntaxError, Image.DecompressionBombError, *PARSE_ERRORS)
+_PIL_ERRORS: tuple[type[BaseException], ...] = (
+    UnidentifiedImageError, SyntaxError, Image.DecompressionBombError, *PARSE_ERRORS
+)
+_TIFF_ERRORS: tuple[type[BaseException], ...] = (tifffile.TiffFileError, *PARSE_ERRORS)
+_HEADER_ERRORS: tuple[type[BaseException], ...] = (*_TIFF_ERRORS, UnidentifiedImageError)
 
 
 def read_image_2d(path: str | PathLike) -> Volume:
@@ -117,7 +121,7 @@ def _read_tiff(path: Path) -> np.ndarray:
             photometric, extra = first_page.photometric, tuple(first_page.extrasamples)
     except InputError:
         raise
-    except (tifffile.TiffFileError, *PARSE_ERRORS) as error:
+    except _TIFF_ERRORS as error:
         raise InputError(f"{path}: unreadable or truncated TIFF ({first_line(error)})") from error
     if axes == "SYX":
         array, axes = np.moveaxis(array, 0, -1), "YXS"  # reason: planar configuration stores channels first
@@ -179,7 +183,7 @@ def read_2d_class_names(path: str | PathLike) -> dict[int, str] | None:
         else:
             with Image.open(path) as image:
                 text = image.info.get(_CLASS_NAMES_KEY)
-    except (tifffile.TiffFileError, UnidentifiedImageError, *PARSE_ERRORS) as error:
+    except _HEADER_ERRORS as error:
         raise InputError(f"{path}: unreadable image ({first_line(error)})") from error
     try:
         content = json.loads(text) if text else None

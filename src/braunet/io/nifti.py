@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 from os import PathLike
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
+from nibabel.arrayproxy import ArrayProxy
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
@@ -22,6 +24,8 @@ from braunet.io.formats import NIFTI
 from braunet.io.volume import Volume
 
 __all__ = ["is_nifti_path", "nifti_image", "read_nifti", "read_nifti_class_names"]
+
+_LOAD_ERRORS: tuple[type[BaseException], ...] = (ImageFileError, HeaderDataError, *PARSE_ERRORS)
 
 # Header fields that together define the voxel-to-world geometry (pixdim[0] is qfac).
 _GEOMETRY_FIELDS = (
@@ -55,7 +59,7 @@ def read_nifti(path: str | PathLike) -> Volume:
     path = existing_file(Path(path).expanduser(), "NIfTI")
     try:
         img = nib.load(path, mmap=False)
-    except (ImageFileError, HeaderDataError, *PARSE_ERRORS) as error:
+    except _LOAD_ERRORS as error:
         raise InputError(f"{path}: not a readable NIfTI file ({first_line(error)})") from error
     if not isinstance(img, nib.Nifti1Image):  # reason: Nifti2Image is a subclass
         raise InputError(f"{path}: not a NIfTI image (nibabel read it as {type(img).__name__})")
@@ -73,13 +77,14 @@ def read_nifti(path: str | PathLike) -> Volume:
     if dtype.kind not in "biuf":
         raise InputError(f"{path}: voxel type {dtype} is not supported (expected integers or floats)")
 
+    proxy = cast(ArrayProxy, img.dataobj)  # reason: a loaded file's dataobj is a proxy; nibabel types it ArrayLike
     try:
         # reason: nibabel reads lazily, so truncated or corrupt data only fails here
-        raw = np.asanyarray(img.dataobj.get_unscaled())
+        raw = np.asanyarray(proxy.get_unscaled())
     except PARSE_ERRORS as error:
         raise InputError(f"{path}: truncated or corrupt NIfTI data ({first_line(error)})") from error
     raw = raw.reshape(shape[:3])  # reason: squeeze trailing axes of size 1 (a 4-D file with one time point)
-    array = rescale(raw, img.dataobj.slope, img.dataobj.inter)
+    array = rescale(raw, proxy.slope, proxy.inter)
     if array.dtype.kind == "f" and array.dtype != np.float32:
         array = array.astype(np.float32)  # reason: float16/float64 storage; the model works in float32
     require_finite(array, path)
@@ -124,7 +129,7 @@ def read_nifti_class_names(path: str | PathLike) -> dict[int, str] | None:
     path = existing_file(Path(path).expanduser(), "NIfTI")
     try:
         header = nib.load(path).header
-    except (ImageFileError, HeaderDataError, *PARSE_ERRORS) as error:
+    except _LOAD_ERRORS as error:
         raise InputError(f"{path}: not a readable NIfTI file ({first_line(error)})") from error
     if not isinstance(header, nib.Nifti1Header):
         return None

@@ -1,11 +1,17 @@
 """BRAU-Net++ in PyTorch: the network, its configs and presets, official checkpoints, routing capture.
 
-Examples::
+Examples (run by .ci/run as a doctest):
 
-    from braunet.model import BRAUNet, get_preset, load_official, record_routing
-    model = BRAUNet(get_preset("tiny")).eval()
-    with record_routing(model) as routes:
-        logits = model(images)            # (N, classes, 128, 128)
+    >>> import torch
+    >>> from braunet.model import BRAUNet, get_preset, record_routing
+    >>> model = BRAUNet(get_preset("tiny", num_classes=9)).eval()  # random weights; load_checkpoint for trained ones
+    >>> images = torch.rand(2, 3, 128, 128)  # (N, in_chans or 1, img_size, img_size)
+    >>> with torch.inference_mode(), record_routing(model) as routes:
+    ...     logits = model(images)
+    >>> tuple(logits.shape)  # (N, num_classes, img_size, img_size)
+    (2, 9, 128, 128)
+    >>> len(routes), routes[0].name, tuple(routes[0].indices.shape)  # one record per BRA; (N, n_win**2, topk)
+    (8, 'stages.0.0.attn', (2, 16, 2))
 """
 
 from braunet.model.bra import BiLevelRoutingAttention, RouteRecord

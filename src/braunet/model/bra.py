@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -162,13 +163,14 @@ class _RoutedAttentionLePE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, qkv, weight, bias, flat_index, layout, topk, heads, qk_dim, scale):
+    def forward(ctx: Any, qkv: Tensor, weight: Tensor, bias: Tensor | None, flat_index: Tensor, layout: _Layout,
+                topk: int, heads: int, qk_dim: int, scale: float) -> Tensor:
         ctx.save_for_backward(qkv, weight, bias, flat_index)
         ctx.layout, ctx.topk, ctx.heads, ctx.qk_dim, ctx.scale = layout, topk, heads, qk_dim, scale
         return _bra_forward(qkv, weight, bias, flat_index, layout, topk, heads, qk_dim, scale)
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor):
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         qkv, weight, bias, flat_index = ctx.saved_tensors
         layout, topk, heads, qk_dim = ctx.layout, ctx.topk, ctx.heads, ctx.qk_dim
         qkv_rows = qkv.detach().reshape(-1, qkv.shape[-1])
@@ -189,10 +191,10 @@ class _RoutedAttentionLePE(torch.autograd.Function):
 
         for c in _chunks(layout, flat_index, topk, k, v):
             with torch.enable_grad():
-                inputs = tuple(t.requires_grad_(True) for t in c.gather(q, k, v, heads))
-                attended = F.scaled_dot_product_attention(*inputs, scale=ctx.scale)
+                cq, ck, cv = (t.requires_grad_(True) for t in c.gather(q, k, v, heads))
+                attended = F.scaled_dot_product_attention(cq, ck, cv, scale=ctx.scale)
                 upstream = _heads(grad_rows.index_select(0, c.query_rows), c.count, heads)
-                d_q, d_k, d_v = torch.autograd.grad(attended, inputs, upstream)
+                d_q, d_k, d_v = torch.autograd.grad(attended, (cq, ck, cv), upstream)
             grad_q.index_copy_(0, c.query_rows, d_q.transpose(1, 2).reshape(-1, q.shape[1]))
             grad_k.index_add_(0, c.routed_rows, d_k.transpose(1, 2).reshape(-1, k.shape[1]))
             grad_v.index_add_(0, c.routed_rows, d_v.transpose(1, 2).reshape(-1, v.shape[1]))

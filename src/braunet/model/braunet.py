@@ -137,7 +137,9 @@ class BRAUNet(nn.Module):
         """The BRA modules in execution order (encoder stages 0-2, then decoder stages 1-3)."""
         from braunet.model.bra import BiLevelRoutingAttention
 
-        found = [(name, m) for name, m in self.named_modules() if isinstance(m, BiLevelRoutingAttention)]
+        found: list[tuple[str, nn.Module]] = [
+            (name, m) for name, m in self.named_modules() if isinstance(m, BiLevelRoutingAttention)
+        ]
         encoder = [item for item in found if item[0].startswith("stages.")]
         decoder = [item for item in found if item[0].startswith("layers_up.")]
         return encoder + decoder
