@@ -15,8 +15,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import emit, growth_in_subprocess, measure_growth, median_time  # noqa: E402
-from braunet.model import BiLevelRoutingAttention  # noqa: E402
 from tests.model.bra_oracle import oracle_bra  # noqa: E402
+
+from braunet.model import BiLevelRoutingAttention  # noqa: E402
 
 CASES = {  # name: (N, H, W, C, n_win, topk, heads)
     "56x56_nwin7_topk2": (8, 56, 56, 96, 7, 2, 3),

@@ -31,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import emit  # noqa: E402
+
 from braunet.train.evaluate import evaluate_slices  # noqa: E402
 from braunet.train.finetune import finetune  # noqa: E402
 from braunet.train.slices import SliceSet, load_image_pair  # noqa: E402

@@ -154,7 +154,7 @@ def make_large_volume(folder: Path, depth: int) -> Path:
     source = nib.load(CT)
     data = np.asarray(source.dataobj).astype(np.float32)
     shape = (512, 512, depth)
-    factors = [n / s for n, s in zip(shape, data.shape)]
+    factors = [n / s for n, s in zip(shape, data.shape, strict=True)]
     large = ndimage.zoom(data, factors, order=1, output=np.float32)
     large = np.round(large).astype(np.int16)
     affine = source.affine @ np.diag([1 / factors[0], 1 / factors[1], 1 / factors[2], 1])

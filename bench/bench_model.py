@@ -17,6 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import emit, growth_in_subprocess, matmul_gflops, measure_growth, median_time  # noqa: E402
+
 from braunet.model import BRAUNet, get_preset  # noqa: E402
 from braunet.train.losses import DiceCELoss  # noqa: E402
 

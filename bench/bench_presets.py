@@ -15,6 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import emit, median_time  # noqa: E402
+
 from braunet.model import BRAUNet, get_preset, list_presets  # noqa: E402
 
 

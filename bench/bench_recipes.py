@@ -94,7 +94,8 @@ def main() -> None:
     from braunet.repro.augment import albumentations_isic_augment, missformer_augment
     from braunet.repro.recipes import load_recipe
 
-    hardware = open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": \t")
+    with open("/proc/cpuinfo") as f:
+        hardware = f.read().split("model name")[1].split("\n")[0].strip(": \t")
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
     baseline_recipe = load_recipe("synapse").with_overrides({"model.preset": "cpu-ct"})

@@ -92,7 +92,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 def ct_data(root: Path, view: str) -> tuple[SliceSet, SliceSet, SliceSet, dict]:
     image, label = root / "totalseg_ct" / "case01_ct.nii.gz", root / "totalseg_ct" / "case01_label_synapse8.nii.gz"
     val_slices = list(range(100, 112))
-    train_slices = [k for k in range(0, 97) if k >= 62 or k % 4 == 0]
+    train_slices = [k for k in range(97) if k >= 62 or k % 4 == 0]
     train = load_volume_pair(image, label, num_classes=9, slices=train_slices, group="case01", view=view)
     val = load_volume_pair(image, label, num_classes=9, slices=val_slices, group="case01-val", view=view)
     liver = load_volume_pair(
@@ -199,7 +199,7 @@ def _small_rgb_anchors(slices: SliceSet, longest: int = 256) -> SliceSet:
     from skimage.transform import resize
 
     images, labels = [], []
-    for image, label in zip(slices.images, slices.labels):
+    for image, label in zip(slices.images, slices.labels, strict=True):
         scale = longest / max(image.shape[:2])
         shape = (round(image.shape[0] * scale), round(image.shape[1] * scale))
         images.append(np.clip(np.rint(resize(image, shape, order=1, anti_aliasing=True, preserve_range=True)), 0, 255)

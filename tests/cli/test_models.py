@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
+from braunet import zoo
 from braunet.cli import main
 from braunet.errors import CheckpointError
-from braunet import zoo
 from braunet.zoo import bundled_dir, list_models, load_model, resolve_model
 
 

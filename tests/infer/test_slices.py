@@ -201,10 +201,10 @@ def test_card_recipe_is_parsed_once_and_frozen(ct_model):
 def test_evaluation_batches_images_of_one_size_and_scores_each_on_its_grid(rgb_model, data_dir):
     """Three CVC-ClinicDB frames (one size) go through the network together, two Kvasir-SEG frames
     (two other sizes) alone; every image is still scored on its own grid."""
-    from braunet.train.pairs import collect_pairs
-    from braunet.train.slices import load_pairs
     from braunet.train.evaluate import evaluate_slices
     from braunet.train.metrics import per_class_metrics
+    from braunet.train.pairs import collect_pairs
+    from braunet.train.slices import load_pairs
 
     cvc, kvasir = data_dir / "cvc_clinicdb", data_dir / "kvasir_seg"
     frames = ["cju0qkwl35piu0993l0dewei2", "cju0roawvklrq0799vmjorwfv"]

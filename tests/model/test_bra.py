@@ -34,7 +34,7 @@ def test_bra_matches_oracle_outputs_and_gradients(n, h, w, dim, qk_dim, heads, n
     grad = torch.randn_like(out)
     ours = torch.autograd.grad(out, [x, *module.parameters()], grad)
     theirs = torch.autograd.grad(ref, [x_ref, *module.parameters()], grad)
-    for name, a, b in zip(["input"] + [k for k, _ in module.named_parameters()], ours, theirs):
+    for name, a, b in zip(["input"] + [k for k, _ in module.named_parameters()], ours, theirs, strict=True):
         assert (a - b).abs().max().item() <= 1e-9, name
 
 
@@ -76,7 +76,7 @@ def test_chunked_attention_matches_oracle(monkeypatch):
     grad = torch.randn_like(out)
     ours = torch.autograd.grad(out, [x, *module.parameters()], grad)
     theirs = torch.autograd.grad(ref, [x, *module.parameters()], grad)
-    for a, b in zip(ours, theirs):
+    for a, b in zip(ours, theirs, strict=True):
         assert (a - b).abs().max().item() <= 1e-9
 
 

@@ -1,8 +1,6 @@
 """Official checkpoints load safely or fail with one clear message; our checkpoint format round-trips."""
 
-import io
 import os
-import pickle
 from pathlib import Path
 
 import pytest
@@ -86,7 +84,7 @@ def test_native_checkpoint_round_trip(small_model, small_io, tmp_path):
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["card.json", "model.safetensors"]
     model, card = load_checkpoint(tmp_path / "ckpt")
     assert card.class_names[1] == "a" and card.config == small_model.config
-    for (k, a), b in zip(small_model.state_dict().items(), model.state_dict().values()):
+    for (k, a), b in zip(small_model.state_dict().items(), model.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     with torch.inference_mode():
         assert (model(small_io["input"]) - small_io["logits"]).abs().max() <= 1e-4
@@ -128,11 +126,11 @@ def test_accepts_training_checkpoints_that_pickle_args_and_paths(small_state_dic
         assert (model(small_io["input"]) - small_io["logits"]).abs().max() <= 1e-4
 
 
-def test_official_file_converts_into_a_model_folder(official_dir, small_io, tmp_path):
+def test_official_file_converts_into_a_model_folder(official_fixtures, small_io, tmp_path):
     """braunet.model.official.convert_official (behind convert-official and the GUI's .pth import)."""
     from braunet.model.official import convert_official, file_sha256
 
-    source = official_dir / "small_state_dict.pt"
+    source = official_fixtures / "small_state_dict.pt"
     folder = convert_official(source, tmp_path / "small", preset="tiny", class_names=["bg", "a", "b", "c"])
     model, card = load_checkpoint(folder)
     assert card.name == "small" and card.provenance["sha256"] == file_sha256(source)

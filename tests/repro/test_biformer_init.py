@@ -105,7 +105,7 @@ def test_training_checkpoint_with_namespace_and_paths_loads(tmp_path: Path) -> N
     report = init_encoder_from_biformer(target, path)
     assert report.source == path.name
     assert len(report.loaded) == len(source.state_dict()) and not report.left_random
-    assert all(torch.equal(a, b) for a, b in zip(target.state_dict().values(), source.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(target.state_dict().values(), source.state_dict().values(), strict=True))
 
 
 class Payload:

@@ -22,7 +22,7 @@ def test_folder_layout_and_values(transunet_root: Path, ct_pair) -> None:
     ct = np.asarray(nib.load(ct_pair[0]).dataobj)  # (122, 101, 30), RAS: i -> patient left... see below
     labels = np.asarray(nib.load(ct_pair[1]).dataobj)
     assert volume.image.shape == (30, 101, 122) and volume.spacing == (3.0, 3.0, 3.0)
-    assert volume.image.dtype == np.float32 and 0.0 <= volume.image.min() and volume.image.max() <= 1.0
+    assert volume.image.dtype == np.float32 and volume.image.min() >= 0.0 and volume.image.max() <= 1.0
     # the file is RAS, so slice k of the radiological picture is ct[::-1, ::-1, k] transposed:
     # rows anterior -> posterior, columns patient right -> left
     for k in (0, 17, 29):
@@ -63,7 +63,7 @@ def test_training_dataset_items(transunet_root: Path) -> None:
     augmented = TransUNetSlices(folder, 64, missformer_augment, seed=3)
     augmented.set_epoch(5)
     first, again = augmented[2], augmented[2]
-    assert all((a == b).all() for a, b in zip(first, again))  # deterministic per (seed, epoch, index)
+    assert all((a == b).all() for a, b in zip(first, again, strict=True))  # deterministic per (seed, epoch, index)
     assert set(np.unique(first[1].numpy())) <= set(np.unique(y.numpy())) | {0}
 
 

@@ -9,9 +9,9 @@ import tifffile
 
 from braunet.errors import Cancelled, CheckpointError, InputError, OutputError
 from braunet.model import load_checkpoint, save_checkpoint
-from braunet.train.slices import SliceSet
 from braunet.train import finetune as finetune_module
 from braunet.train.finetune import REGION_GRID, _region_split, finetune
+from braunet.train.slices import SliceSet
 from braunet.train.versions import rollback, save_version
 from braunet.zoo import list_versions, resolve_model
 from tests.train._shared import CVC_FRAMES, data_root, one_torch_thread, state_equal, tiny_card, tiny_model  # noqa: F401

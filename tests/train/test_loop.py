@@ -9,9 +9,9 @@ import torch
 from braunet.errors import Cancelled, CheckpointError
 from braunet.model import BRAUNet, get_preset
 from braunet.train.datasets import AugmentedSlices, prepare
-from braunet.train.slices import load_volume_pair
 from braunet.train.loop import STATE_FILE, FitConfig, FitHooks, fit, used_parameters
 from braunet.train.losses import make_loss
+from braunet.train.slices import load_volume_pair
 from tests.train._shared import data_root, one_torch_thread, tiny_card  # noqa: F401
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -12,9 +11,9 @@ from braunet.errors import Cancelled
 from braunet.model import load_checkpoint
 from braunet.train.datasets import prepare
 from braunet.train.loop import STATE_FILE
+from braunet.train.losses import make_loss
 from braunet.train.slices import load_volume_pair
 from braunet.train.trainer import TrainConfig, _batch_loss, train
-from braunet.train.losses import make_loss
 from braunet.train.validation import validation_dice
 from tests.train._shared import data_root, one_torch_thread, tiny_card, tiny_model  # noqa: F401
 

@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give --images and --labels (--data transunet:PATH needs --protocol official)")
     from tqdm import tqdm
 
-    from braunet.train.pairs import collect_pairs
     from braunet.train.evaluate import evaluate_files
+    from braunet.train.pairs import collect_pairs
     from braunet.zoo import load_model
 
     model, card = load_model(args.model, args.device)

@@ -79,7 +79,7 @@ def _metrics_text(metrics: dict[str, float], limit: int = 4) -> str:
 def _print_table(table: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
     for r in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths)) + "  " + r[-1])
+        print("  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
 
 
 def _classes_text(names: list[str]) -> str:

@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from braunet.train.run import train_on_files
     from braunet.train.trainer import TrainConfig
 
-    settings = dict(epochs=args.epochs, max_time_s=args.time_limit, batch_size=args.batch_size, lr=args.lr,
-                    seed=args.seed)
+    settings = {"epochs": args.epochs, "max_time_s": args.time_limit, "batch_size": args.batch_size, "lr": args.lr,
+                    "seed": args.seed}
     if args.config:
         try:
             settings.update(json.loads(args.config.read_text()))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +32,9 @@ from braunet.errors import Cancelled, InputError
 from braunet.infer.slices import Network, Progress, SliceRunner, StopCheck, stop_check
 from braunet.infer.views import from_view, to_view, view_shape
 from braunet.model import ModelCard
+
+if TYPE_CHECKING:
+    from braunet.io import Volume
 
 __all__ = ["MIN_SIZE", "Prediction", "predict", "predict_image", "predict_volume"]
 
@@ -54,7 +58,7 @@ class Prediction:
     slices: list[int]
 
 
-def predict(model: Network, card: ModelCard, volume, **options) -> Prediction:
+def predict(model: Network, card: ModelCard, volume: Volume, **options: Any) -> Prediction:
     """Segment ``volume`` with :func:`predict_image` if it is 2-D, else :func:`predict_volume`."""
     if volume.is_2d:
         options.pop("slices", None)
@@ -66,7 +70,7 @@ def predict(model: Network, card: ModelCard, volume, **options) -> Prediction:
 def predict_volume(
     model: Network,
     card: ModelCard,
-    volume,
+    volume: Volume,
     *,
     slices: Sequence[int] | range | None = None,
     batch_size: int = 8,
@@ -140,7 +144,7 @@ def predict_volume(
 def predict_image(
     model: Network,
     card: ModelCard,
-    volume_2d,
+    volume_2d: Volume,
     *,
     device: str | torch.device | None = None,
     amp: bool | None = None,
@@ -170,12 +174,12 @@ def predict_image(
     return Prediction(labels[0], conf[0] if conf is not None else None, list(card.class_names), [0])
 
 
-def _runner(model: Network, card: ModelCard, **options) -> SliceRunner:
+def _runner(model: Network, card: ModelCard, **options: Any) -> SliceRunner:
     """The slice runner for ``model`` as its card describes it (recipe, input size, classes)."""
     return SliceRunner(model, card.recipe, card.config.img_size, card.config.num_classes, **options)
 
 
-def _source(volume) -> str:
+def _source(volume: object) -> str:
     source = getattr(volume, "source", None)
     return str(source) if source else "<array>"
 

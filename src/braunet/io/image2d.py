@@ -132,9 +132,7 @@ def _read_tiff(path: Path) -> np.ndarray:
     if array.ndim == 3:
         channels = array.shape[2]
         has_alpha = bool(extra) and channels in (2, 4)
-        if channels == 1:
-            array = array[..., 0]
-        elif has_alpha and channels == 2:
+        if channels == 1 or has_alpha and channels == 2:
             array = array[..., 0]
         elif has_alpha and channels == 4 and photometric == tifffile.PHOTOMETRIC.RGB:
             array = array[..., :3]

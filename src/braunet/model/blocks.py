@@ -6,7 +6,6 @@ block of the paper: see :class:`Block`.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -51,7 +50,8 @@ class AttentionLePE(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x: (N, H, W, C) -> (N, H, W, C)."""
         n, height, width, channels = x.shape
-        q, k, v = self.qkv(x.reshape(n, height * width, channels)).view(n, -1, 3, self.num_heads, channels // self.num_heads).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x.reshape(n, height * width, channels))  # (N, H*W, 3C)
+        q, k, v = qkv.view(n, -1, 3, self.num_heads, channels // self.num_heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v, scale=self.scale).transpose(1, 2).reshape(n, height, width, channels)
         lepe = self.lepe(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return self.proj(out + lepe)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["BRAUNetConfig", "PRESETS", "get_preset", "list_presets"]
@@ -56,7 +56,7 @@ class BRAUNetConfig:
                 f"BRAUNetConfig: img_size {self.img_size} must be a multiple of 32 and img_size/16 a "
                 f"multiple of n_win {self.n_win} (every attention map is split into n_win x n_win windows)"
             )
-        for i, (qk, dim) in enumerate(zip(self.qk_dims, self.embed_dim)):
+        for i, (qk, dim) in enumerate(zip(self.qk_dims, self.embed_dim, strict=False)):
             if qk % self.head_dim or dim % (qk // self.head_dim):
                 raise ValueError(
                     f"BRAUNetConfig: stage {i} qk_dim {qk} and dim {dim} must split into heads of "

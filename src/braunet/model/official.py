@@ -244,8 +244,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def _class_names(given: list[str] | None, num_classes: int, kind: str, source: str) -> list[str]:
-    from braunet.errors import InputError
     from braunet.classes import LESION_CLASSES, SYNAPSE8_CLASSES
+    from braunet.errors import InputError
 
     expected = max(num_classes, 2)
     if given:

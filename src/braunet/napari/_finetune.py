@@ -18,12 +18,21 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from magicgui.widgets import (
-    ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, Select, SpinBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    Select,
+    SpinBox,
 )  # fmt: skip
 from qtpy.QtCore import QTimer
 
@@ -142,10 +151,8 @@ class FinetuneWidget(Container):
     def _labels_chosen(self, value: Any = None) -> None:
         if self._watched is not None:
             for emitter in self._edit_events(self._watched):
-                try:
+                with contextlib.suppress(RuntimeError, TypeError, ValueError):
                     emitter.disconnect(self._schedule_refresh)
-                except (RuntimeError, TypeError, ValueError):
-                    pass
         layer = self.corrected.value
         self._watched = layer
         if layer is not None:

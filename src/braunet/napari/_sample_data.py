@@ -13,8 +13,8 @@ __all__ = ["colonoscopy", "ct_abdomen", "dermoscopy", "sample_layers"]
 
 def sample_layers(key: str) -> list[tuple[Any, dict, str]]:
     """[image, labels] layer-data tuples of the sample ``key`` (see :func:`braunet.samples.list_samples`)."""
-    from braunet.samples import load_sample
     from braunet.napari._layers import image_layer, labels_layer_from_source
+    from braunet.samples import load_sample
 
     loaded = load_sample(key)
     sample = loaded.sample

@@ -13,7 +13,15 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import (
-    CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, RadioButtons, SpinBox,
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    ProgressBar,
+    PushButton,
+    RadioButtons,
+    SpinBox,
 )  # fmt: skip
 
 from braunet.napari._geometry import METADATA_KEY, layer_from_source, layer_volume
@@ -21,7 +29,12 @@ from braunet.napari._jobs import Job
 from braunet.napari._layers import CLASS_NAMES_KEY, label_colormap, label_features, labels_layer
 from braunet.napari._store import ModelStore
 from braunet.napari._widget_tools import (
-    OVERLAY_KEY, connect_while_alive, current_slice, layer_combo, layer_geometry, wrap_labels,
+    OVERLAY_KEY,
+    connect_while_alive,
+    current_slice,
+    layer_combo,
+    layer_geometry,
+    wrap_labels,
 )  # fmt: skip
 
 __all__ = ["PREDICTION_KEY", "SegmentWidget", "write_labels_undoably"]

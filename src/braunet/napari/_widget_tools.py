@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -24,10 +25,8 @@ def connect_while_alive(qwidget: Any, emitter: Any, callback: Any) -> None:
     emitter.connect(callback)
 
     def disconnect(*_args: Any) -> None:
-        try:
+        with contextlib.suppress(RuntimeError, TypeError, ValueError):
             emitter.disconnect(callback)
-        except (RuntimeError, TypeError, ValueError):
-            pass
 
     qwidget.destroyed.connect(disconnect)
 
@@ -42,10 +41,8 @@ def layer_combo(viewer: Any, layer_type: type, label: str, *, nullable: bool = F
     combo = ComboBox(label=label, choices=choices, nullable=nullable)
 
     def refresh(event: Any = None) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the widget was deleted
             combo.reset_choices()
-        except RuntimeError:  # the widget was deleted
-            pass
 
     def watch_name(event: Any) -> None:
         event.value.events.name.connect(refresh)

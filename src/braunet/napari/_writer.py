@@ -31,6 +31,6 @@ def write_labels_layer(path: str, data: Any, meta: dict) -> list[str]:
     translate = meta.get("translate") or (0.0,) * data.ndim
     geometry = geometry_from_layer_state(data, tuple(scale), tuple(translate), meta.get("metadata"))
     names = class_names_of(meta.get("metadata"), meta.get("features"))
-    class_names = {value: name for value, name in enumerate(names)} if names else None
+    class_names = dict(enumerate(names)) if names else None
     written = write_labels(layer_to_source(data, geometry), geometry.like, path, class_names=class_names)
     return [str(written)]

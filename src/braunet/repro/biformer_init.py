@@ -89,11 +89,13 @@ class InitReport:
     def summary(self) -> str:
         """One paragraph for logs and the CLI."""
         lines = [
-            f"encoder initialised from {self.source}: {len(self.loaded)} tensors loaded "
-            f"({self.loaded_elements:,} values; {len(self.loaded_unused)} of them in the never-run "
-            f"bottleneck blocks), {len(self.dropped_missing)} checkpoint tensors without a matching name "
-            f"dropped, {len(self.dropped_shape)} dropped for their shape, {len(self.left_random)} network "
-            "tensors left at random init",
+            (
+                f"encoder initialised from {self.source}: {len(self.loaded)} tensors loaded "
+                f"({self.loaded_elements:,} values; {len(self.loaded_unused)} of them in the never-run "
+                f"bottleneck blocks), {len(self.dropped_missing)} checkpoint tensors without a matching name "
+                f"dropped, {len(self.dropped_shape)} dropped for their shape, {len(self.left_random)} network "
+                "tensors left at random init"
+            ),
         ]
         for key, ckpt, ours in self.dropped_shape[:5]:
             lines.append(f"  shape mismatch: {key} checkpoint {list(ckpt)} vs network {list(ours)}")

@@ -334,12 +334,15 @@ class BinaryReport:
             "n": len(self.names),
             "official": {"mean_dice": self.mean_dice, "mean_iou": self.mean_iou},
             "ours": self.ours,
-            "cases": [{"case": n, "dice": d, "iou": i} for n, d, i in zip(self.names, self.dice, self.iou)],
+            "cases": [{"case": n, "dice": d, "iou": i} for n, d, i in zip(self.names, self.dice, self.iou, strict=True)],
         }
 
     def format_table(self) -> str:
-        lines = [f"official protocol on {len(self.names)} image(s) at the network size: "
-                 f"DSC {self.mean_dice:.4f}, mIoU {self.mean_iou:.4f}"]
+        header = (
+            f"official protocol on {len(self.names)} image(s) at the network size: "
+            f"DSC {self.mean_dice:.4f}, mIoU {self.mean_iou:.4f}"
+        )
+        lines = [header]
         if self.ours:
             lines.append(f"ours at the images' resolution: Dice {self.ours['mean_dice']:.4f}")
         return "\n".join(lines)
@@ -359,7 +362,7 @@ def evaluate_binary_official(model: nn.Module, card, slices, *, with_ours: bool 
     prepared = prepare(slices, card.preprocessing, size, classes)
     prediction = predict_prepared(model, prepared.x).numpy()
     truth = prepared.y.numpy()
-    scores = [official_binary_scores(p == 1, t == 1) for p, t in zip(prediction, truth)]
+    scores = [official_binary_scores(p == 1, t == 1) for p, t in zip(prediction, truth, strict=True)]
     ours = None
     if with_ours:
         from braunet.train.evaluate import evaluate_slices

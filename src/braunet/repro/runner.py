@@ -230,8 +230,8 @@ class _BinaryTask:
         self, recipe: TrainingProtocol, images: Sequence[str], labels: Sequence[str], groups_csv: str | None,
         preprocessing: dict[str, Any], img_size: int,
     ) -> None:
-        from braunet.repro.splits import official_split
         from braunet.io import file_stem
+        from braunet.repro.splits import official_split
         from braunet.train.pairs import collect_pairs
         from braunet.train.slices import load_pairs
 

@@ -80,6 +80,6 @@ def official_split(
     train_all = [i for i, g in enumerate(groups) if g in train_groups]
     test = [i for i, g in enumerate(groups) if g not in train_groups]
     fold = group_kfold([groups[i] for i in train_all], folds)
-    val = [i for i, f in zip(train_all, fold) if f == val_fold]
-    train = [i for i, f in zip(train_all, fold) if f != val_fold]
+    val = [i for i, f in zip(train_all, fold, strict=True) if f == val_fold]
+    train = [i for i, f in zip(train_all, fold, strict=True) if f != val_fold]
     return train, val, test

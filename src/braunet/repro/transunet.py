@@ -291,9 +291,8 @@ def write_transunet_case(
         names = []
         for k in chosen:
             name = f"{case}_slice{k:03d}"
-            with atomic_path(out / f"{name}.npz", suffix=".npz") as tmp:
-                with tmp.open("wb") as stream:
-                    np.savez(stream, image=ct_stack[k], label=lab_stack[k])
+            with atomic_path(out / f"{name}.npz", suffix=".npz") as tmp, tmp.open("wb") as stream:
+                np.savez(stream, image=ct_stack[k], label=lab_stack[k])
             names.append(name)
         _append_unique(lists / "train.txt", names)
         result["train_slices"] = names
@@ -301,13 +300,12 @@ def write_transunet_case(
         out = root / "test_vol_h5"
         out.mkdir(exist_ok=True)
         target = out / f"{case}.npy.h5"
-        with atomic_path(target, suffix=".h5") as tmp:
-            with h5py.File(tmp, "w") as data:
-                data.create_dataset("image", data=ct_stack, compression="gzip")
-                data.create_dataset("label", data=lab_stack, compression="gzip")
-                data.attrs["spacing_mm"] = np.asarray(spacing)
-                data.attrs["source_image"] = image_path.name
-                data.attrs["source_label"] = label_path.name
+        with atomic_path(target, suffix=".h5") as tmp, h5py.File(tmp, "w") as data:
+            data.create_dataset("image", data=ct_stack, compression="gzip")
+            data.create_dataset("label", data=lab_stack, compression="gzip")
+            data.attrs["spacing_mm"] = np.asarray(spacing)
+            data.attrs["source_image"] = image_path.name
+            data.attrs["source_label"] = label_path.name
         _append_unique(lists / "test_vol.txt", [case])
         result["test_volume"] = str(target)
     return result

@@ -36,10 +36,14 @@ if TYPE_CHECKING:
 _LOSSES = ("BinaryDiceBCELoss", "DiceCELoss", "DiceLoss", "SoftDiceLoss", "make_loss")
 
 __all__ = [
-    *_LOSSES,
+    "BinaryDiceBCELoss",
+    "DiceCELoss",
+    "DiceLoss",
+    "SoftDiceLoss",
     "dice",
     "hd95",
     "iou",
+    "make_loss",
     "official_metric_percase",
     "official_synapse_augment",
     "per_class_metrics",

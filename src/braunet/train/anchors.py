@@ -26,7 +26,7 @@ __all__ = ["ANCHORS_FILE", "load_anchors", "save_anchors"]
 def save_anchors(folder: str | os.PathLike, slices: SliceSet) -> Path:
     """Write ``folder/anchors.npz`` from ``slices`` (images as int16 HU or uint8 RGB)."""
     arrays = {}
-    for i, (image, label) in enumerate(zip(slices.images, slices.labels)):
+    for i, (image, label) in enumerate(zip(slices.images, slices.labels, strict=True)):
         image = np.asarray(image)
         if image.ndim == 2:
             arrays[f"image_{i}"] = np.clip(np.rint(image), -32768, 32767).astype(np.int16)
@@ -34,9 +34,8 @@ def save_anchors(folder: str | os.PathLike, slices: SliceSet) -> Path:
             arrays[f"image_{i}"] = np.clip(image, 0, 255).astype(np.uint8)
         arrays[f"label_{i}"] = np.asarray(label).astype(np.uint8)
     path = Path(folder) / ANCHORS_FILE
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
     return path
 
 

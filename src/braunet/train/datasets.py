@@ -75,7 +75,7 @@ def prepare(slices: SliceSet, preprocessing: dict[str, Any], img_size: int, num_
     classes = max(num_classes, 2)
     xs = [preprocess_slices(np.asarray(image)[None], preprocessing, img_size) for image in slices.images]
     ys = []
-    for label, name in zip(slices.labels, slices.names):
+    for label, name in zip(slices.labels, slices.names, strict=True):
         label = np.asarray(label)
         if label.size and label.max() >= classes:
             raise InputError(f"{name}: label value {label.max()} is not a class of a {classes}-class model")

@@ -266,7 +266,7 @@ def _train_copy(
         valid = y != IGNORED
         value = criterion(logits, y.clamp_min(0), None if bool(valid.all()) else valid)
         if l2sp:
-            value = value + l2sp * sum(((p - p0) ** 2).sum() for p, p0 in zip(params, origin))
+            value = value + l2sp * sum(((p - p0) ** 2).sum() for p, p0 in zip(params, origin, strict=True))
         return value
 
     def cosine(at: Step) -> float:

@@ -81,4 +81,4 @@ def collect_pairs(images: Sequence[str | os.PathLike], labels: Sequence[str | os
         return pairs
     if len(image_paths) != len(label_paths):
         raise InputError(f"{len(image_paths)} image paths but {len(label_paths)} label paths (paired in order)")
-    return list(zip(image_paths, label_paths))
+    return list(zip(image_paths, label_paths, strict=True))

@@ -75,7 +75,7 @@ class SliceSet:
         images, labels = [np.asarray(a) for a in images], [np.asarray(a) for a in labels]
         if len(images) != len(labels):
             raise InputError(f"{len(images)} image slices but {len(labels)} label slices")
-        for i, (image, label) in enumerate(zip(images, labels)):
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
             _check_slice(image, label, f"slice {i}")
         images = [a[..., :3] if a.ndim == 3 else a for a in images]  # reason: RGBA alpha is not image content
         n = len(images)

@@ -64,7 +64,7 @@ def validation_dice(model: torch.nn.Module, data: PreparedSlices, batch_size: in
     known = data.known.numpy()
     classes = known.shape[1]
     if classes == 2 and _num_classes(model) == 1:
-        scores = [dice(p == 1, t == 1) for p, t in zip(pred, truth)]
+        scores = [dice(p == 1, t == 1) for p, t in zip(pred, truth, strict=True)]
         return DiceReport(mean=float(np.mean(scores)), per_class={1: float(np.mean(scores))}, n=len(scores))
     per_class: dict[int, float | None] = {}
     false_pos: dict[int, int] = {}
