@@ -689,9 +689,10 @@ def rgb_colour(
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"rgb_colour needs an (H, W, 3) image, got shape {image.shape}")
     mean_c, std_c = _normalisation(image, mean, std)
-    jitter = None
+    jitter: tuple[float, float, float, float] | None = None
     if params._active("p_colour", "brightness", "contrast", "saturation", "hue") and rng.random() < params.p_colour:
-        jitter = [params._draw(rng, name) for name in ("brightness", "contrast", "saturation", "hue")]
+        brightness, contrast = params._draw(rng, "brightness"), params._draw(rng, "contrast")
+        jitter = (brightness, contrast, params._draw(rng, "saturation"), params._draw(rng, "hue"))
     steps = {}
     for name, p_name in (("gamma", "p_gamma"), ("blur_sigma", "p_blur"), ("noise_sigma", "p_noise")):
         if params._active(p_name, name) and rng.random() < getattr(params, p_name):
@@ -795,8 +796,8 @@ def site_augment(
     """The site-variation policy for ``kind`` (``"ct"`` or ``"rgb"``) at ``strength``.
 
     ``strength`` 1 gives the defaults of :data:`SITE_POLICIES` (documented on the parameter
-    classes); 0 the identity; other values scale every range (:meth:`_Params.scaled`), with the
-    probabilities kept. ``mean`` and ``std`` default to the bundled recipe of the kind (pass the
+    classes); 0 the identity (nothing is drawn from the generator, flips are off too); other values
+    scale every range (:meth:`_Params.scaled`), with the probabilities kept. ``mean`` and ``std`` default to the bundled recipe of the kind (pass the
     card's ``preprocessing`` values; see the module docstring for other units).
 
     Examples::
