@@ -312,6 +312,18 @@ def test_ct_policy_fills_with_air_and_never_flips(ct_net) -> None:
     assert np.all(out[:5] == -1.0) and np.all(out_label[:5] == 0)  # unit 0 = air in the bundled recipe
 
 
+def test_rgb_policy_fills_with_black_in_imagenet_units(cvc_frame) -> None:
+    frame, mask = cvc_frame
+    policy = site_augment("rgb")
+    zoom_out = dataclasses.replace(policy, geometry=dataclasses.replace(
+        policy.geometry, p_flip_lr=0, p_flip_ud=0, p_affine=1, p_elastic=0, **{**IDENTITY_AFFINE, "scale": (0.7, 0.7)}),
+        intensity=NO_COLOUR)
+    out, out_mask = zoom_out(_imagenet(frame), mask, np.random.default_rng(0))
+    black = -np.array(policy.mean) / np.array(policy.std)
+    np.testing.assert_allclose(out[:5], np.broadcast_to(black, out[:5].shape), atol=1e-6)
+    assert np.all(out_mask[:5] == 0)
+
+
 def test_strength_scales_ranges_and_keeps_probabilities() -> None:
     base, half = site_augment("ct"), site_augment("ct", 0.5)
     assert half.geometry.scale == pytest.approx((0.7**0.5, 1.4**0.5))
@@ -326,7 +338,7 @@ def test_policy_parameters_are_frozen_and_recordable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         policy.geometry.p_affine = 1.0  # type: ignore[misc]
     record = json.loads(json.dumps(dataclasses.asdict(policy)))
-    assert record["kind"] == "rgb" and record["geometry"]["border"] == "mirror"
+    assert record["kind"] == "rgb" and record["geometry"]["border"] == "constant"
     assert record["intensity"]["hue"] == [-0.05, 0.05]
 
 

@@ -772,12 +772,13 @@ SITE_POLICIES: dict[str, SitePolicy] = {
     ),
     # RGB: endoscopy and dermoscopy have no handedness, so flips on both axes plus +-90 degrees
     # reach every orientation; aspect 0.8-1.25 for frames squashed to a square (Kvasir-SEG 352 px);
-    # mirror border keeps skin and mucosa around zoomed-out content instead of a black frame
+    # black border: endoscopy frames have a black surround and dermoscopes a dark vignette, while a
+    # mirror border tiled the frame's own black edge and the polyp into a kaleidoscope
     "rgb": SitePolicy(
         "rgb",
         GeometryParams(
             p_flip_lr=0.5, p_flip_ud=0.5, p_affine=0.7, scale=(0.7, 1.4), aspect=(0.8, 1.25),
-            rotate_deg=(-90.0, 90.0), shear=(-0.1, 0.1), shift=(-0.05, 0.05), border="mirror",
+            rotate_deg=(-90.0, 90.0), shear=(-0.1, 0.1), shift=(-0.05, 0.05), border="constant",
         ),
         RGBColourParams(),
         mean=(0.485, 0.456, 0.406),
