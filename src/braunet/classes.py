@@ -12,7 +12,12 @@ compare and store class names as lists.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from braunet.errors import InputError
+
 __all__ = [
+    "class_names_for",
     "LESION_CLASSES",
     "LESION_COLORS",
     "POLYP_CLASSES",
@@ -31,3 +36,36 @@ LESION_CLASSES = ["background", "lesion"]
 LESION_COLORS = ["#000000", "#e69f00"]
 POLYP_CLASSES = ["background", "polyp"]
 POLYP_COLORS = ["#000000", "#56b4e9"]
+
+
+def class_names_for(
+    num_classes: int,
+    given: Sequence[str] | None = None,
+    *,
+    kind: str | None = None,
+    binary: Sequence[str] = ("background", "foreground"),
+    generic: bool = True,
+    source: str = "class names",
+) -> list[str]:
+    """Class names, background first, for a network with ``num_classes`` outputs (1 = binary).
+
+    ``given`` names are checked against the count; otherwise the defaults are Synapse's 8 organs
+    for 9 classes (unless ``kind`` says the model is not CT), ``binary`` for a one-logit model, and
+    ``class_1 ...`` when ``generic`` (else the caller must name them).
+
+    Raises:
+        InputError: ``given`` of the wrong length, or no default and ``generic`` False; the
+            message starts with ``source``.
+    """
+    count = max(num_classes, 2)
+    if given:
+        if len(given) != count:
+            raise InputError(f"{source}: --class-names has {len(given)} names, the model has {count} classes")
+        return list(given)
+    if num_classes == 1:
+        return list(binary)
+    if num_classes == 9 and kind in (None, "ct"):
+        return list(SYNAPSE8_CLASSES)
+    if generic:
+        return ["background"] + [f"class_{i}" for i in range(1, count)]
+    raise InputError(f"{source}: {num_classes} output classes; name them with --class-names (background first)")

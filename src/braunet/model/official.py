@@ -243,22 +243,6 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _class_names(given: list[str] | None, num_classes: int, kind: str, source: str) -> list[str]:
-    from braunet.classes import LESION_CLASSES, SYNAPSE8_CLASSES
-    from braunet.errors import InputError
-
-    expected = max(num_classes, 2)
-    if given:
-        if len(given) != expected:
-            raise InputError(f"{source}: --class-names has {len(given)} names, the weights have {expected} classes")
-        return list(given)
-    if num_classes == 1:
-        return list(LESION_CLASSES)
-    if num_classes == 9 and kind == "ct":
-        return list(SYNAPSE8_CLASSES)
-    raise InputError(f"{source}: {num_classes} output classes; name them with --class-names (background first)")
-
-
 def convert_official(
     checkpoint: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -281,6 +265,7 @@ def convert_official(
         OutputError: ``out_dir`` exists and is not empty, or its parent is missing or read-only.
     """
     from braunet import __version__
+    from braunet.classes import LESION_CLASSES, class_names_for
     from braunet.errors import OutputError
     from braunet.infer.preprocess import official_preprocessing  # reason: lazy, braunet.infer builds on this package
     from braunet.model.checkpoint import ModelCard, save_checkpoint
@@ -311,7 +296,9 @@ def convert_official(
     card = ModelCard(
         name=name or target.name,
         config=model.config,
-        class_names=_class_names(class_names, num_classes, kind, str(source)),
+        class_names=class_names_for(
+            num_classes, class_names, kind=kind, binary=LESION_CLASSES, generic=False, source=str(source)
+        ),
         preprocessing=official_preprocessing(kind),
         description=f"Official BRAU-Net++ weights from {source.name}, converted with braunet convert-official.",
         provenance={

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from braunet.classes import class_names_for
 from braunet.errors import InputError
 from braunet.io import IMAGE_SUFFIXES  # photographs: the rgb recipe by default
 from braunet.model import BRAUNet, ModelCard
@@ -30,24 +31,7 @@ from braunet.train.trainer import TrainConfig, TrainProgress, TrainResult, train
 if TYPE_CHECKING:
     from braunet.train.slices import SliceSet
 
-__all__ = ["default_class_names", "train_on_files", "train_on_slices"]
-
-def default_class_names(num_classes: int, names: Sequence[str] | None = None) -> list[str]:
-    """Class names, background first: ``names`` checked against the count, or defaults
-    (Synapse's 8 organs for 9 classes, background/foreground for a binary model, class_1 ...)."""
-    from braunet.classes import SYNAPSE8_CLASSES
-
-    count = max(num_classes, 2)
-    if names:
-        if len(names) != count:
-            raise InputError(f"--class-names: {len(names)} names for {count} classes")
-        return list(names)
-    if num_classes == 9:
-        return list(SYNAPSE8_CLASSES)
-    if num_classes == 1:
-        return ["background", "foreground"]
-    return ["background"] + [f"class_{i}" for i in range(1, count)]
-
+__all__ = ["train_on_files", "train_on_slices"]
 
 def train_on_slices(
     card: ModelCard,
@@ -120,7 +104,7 @@ def train_on_files(
         out_dir: output folder: the best checkpoint by validation Dice and ``train_state.pt``.
         preset: architecture preset (:func:`braunet.model.get_preset`).
         num_classes: output classes incl. background (1 = binary); default: the preset's.
-        class_names: background first; default: :func:`default_class_names`.
+        class_names: background first; default: :func:`braunet.classes.class_names_for`.
         preprocessing: "ct" or "rgb"; default: rgb for photographs, ct for volumes.
         val_images, val_labels: validation files; default: a split of the training files (whole
             cases when there are at least 5, otherwise the top slab of each volume with a gap).
@@ -172,7 +156,7 @@ def train_on_files(
         model.train()
     card = ModelCard(
         name=name or Path(out_dir).resolve().name, config=architecture,
-        class_names=default_class_names(num_classes, class_names), preprocessing=recipe,
+        class_names=class_names_for(num_classes, class_names), preprocessing=recipe,
         training={
             "preset": preset, "data": [str(p) for pair in pairs[:50] for p in pair], "split": split,
             "initialisation": init or "random", **({"command": command} if command else {}),
