@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give --preset, --images and --labels (or --recipe NAME)")
     from tqdm import tqdm
 
+    from braunet.train.loop import finish_distributed
     from braunet.train.run import train_on_files
     from braunet.train.trainer import TrainConfig
 
@@ -106,13 +107,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for bar in bars:
             bar.close()
-    if result.world_size > 1:  # torchrun: only rank 0 reports
-        import torch.distributed as dist
-
-        rank = dist.get_rank()
-        dist.destroy_process_group()
-        if rank != 0:
-            return 0
+    if not finish_distributed(result.world_size):  # torchrun: only rank 0 reports
+        return 0
     training = result.card.training
     n_train, n_val, split = training["n_train_slices"], training["n_val_slices"], training["split"]
     if args.json:

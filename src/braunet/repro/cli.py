@@ -67,6 +67,7 @@ def run_recipe_command(args: argparse.Namespace) -> int:
     from braunet.errors import InputError
     from braunet.repro.recipes import load_recipe
     from braunet.repro.runner import parse_data_spec, run_recipe
+    from braunet.train.loop import finish_distributed
 
     recipe = load_recipe(args.recipe)
     overrides = parse_sets(args.recipe_set)
@@ -100,13 +101,8 @@ def run_recipe_command(args: argparse.Namespace) -> int:
         )
     finally:
         bar.close()
-    if result.world_size > 1:  # torchrun: only rank 0 reports
-        import torch.distributed as dist
-
-        rank = dist.get_rank()
-        dist.destroy_process_group()
-        if rank != 0:
-            return 0
+    if not finish_distributed(result.world_size):  # torchrun: only rank 0 reports
+        return 0
     summary = {
         "out": str(result.out_dir), "recipe": recipe.name, "epochs": result.epochs_run, "steps": result.steps,
         "wall_s": round(result.wall_s, 1), "world_size": result.world_size,

@@ -61,6 +61,7 @@ __all__ = [
     "FitConfig",
     "FitHooks",
     "FitResult",
+    "finish_distributed",
     "FitState",
     "Step",
     "describe_hardware",
@@ -111,6 +112,20 @@ def setup_distributed(device: str | None = None) -> DistInfo:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, device=dev)
+
+
+def finish_distributed(world_size: int) -> bool:
+    """Close the process group of a ``torchrun`` job; True where this process reports (rank 0 or no DDP).
+
+    reason: every rank returns from training with the same result; only one should print it.
+    """
+    if world_size <= 1:
+        return True
+    import torch.distributed as dist
+
+    rank = dist.get_rank()
+    dist.destroy_process_group()
+    return rank == 0
 
 
 def describe_hardware(device: torch.device) -> str:
