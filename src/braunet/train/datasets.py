@@ -73,13 +73,14 @@ def prepare(slices: SliceSet, preprocessing: dict[str, Any], img_size: int, num_
     if not len(slices):
         raise InputError("no slices to prepare")
     classes = max(num_classes, 2)
-    xs = [preprocess_slices(np.asarray(image)[None], preprocessing, img_size) for image in slices.images]
+    xs = [preprocess_slices(np.asarray(image)[None], preprocessing, img_size, spacing=spacing)
+          for image, spacing in zip(slices.images, slices.spacing, strict=True)]  # fmt: skip
     ys = []
-    for label, name in zip(slices.labels, slices.names, strict=True):
+    for label, name, spacing in zip(slices.labels, slices.names, slices.spacing, strict=True):
         label = np.asarray(label)
         if label.size and label.max() >= classes:
             raise InputError(f"{name}: label value {label.max()} is not a class of a {classes}-class model")
-        ys.append(resize_labels(label[None], (img_size, img_size), preprocessing)[0].astype(np.int64))
+        ys.append(resize_labels(label[None], (img_size, img_size), preprocessing, spacing)[0].astype(np.int64))
     known = torch.ones(len(slices), classes, dtype=torch.bool)
     for i, annotated in enumerate(slices.known):
         if annotated is not None:

@@ -136,7 +136,7 @@ def load_volume_pair(
             :class:`SliceSet`); None means every class of the model was annotated.
         group: split group (default: the image file's stem).
     """
-    from braunet.infer.views import to_view
+    from braunet.infer.views import to_view, view_spacing
 
     image_path, label_path = Path(image_path), Path(label_path)
     image, label = read_image(image_path), read_image(label_path)
@@ -152,8 +152,7 @@ def load_volume_pair(
     label_ras, _ = to_canonical(label)  # same affine as the image, so the same reorientation
     labels = mask_to_labels(label_ras, num_classes, str(label_path), kind="label_map")
     affine = np.asarray(reorientation.canonical_affine)
-    sizes = (float(np.linalg.norm(affine[:3, 0])), float(np.linalg.norm(affine[:3, 1])))
-    spacing = (sizes[1], sizes[0]) if view == "radiological" else sizes  # (rows, cols) of the view
+    spacing = view_spacing(affine, view)  # (rows, cols) of the view
     depth = image_ras.shape[2]
     indices = list(range(depth)) if slices is None else [int(k) for k in slices]
     bad = [k for k in indices if not 0 <= k < depth]
