@@ -104,9 +104,17 @@ class SliceSet:
 
     @classmethod
     def from_arrays(
-        cls, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], group: str = "slices"
+        cls,
+        images: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray],
+        group: str = "slices",
+        spacing: tuple[float, float] | Sequence[tuple[float, float]] = (1.0, 1.0),
     ) -> SliceSet:
-        """Slices given in memory (e.g. by the napari widget); checks that each label fits its image."""
+        """Slices given in memory (e.g. by the napari widget); checks that each label fits its image.
+
+        ``spacing``: pixel size (rows, cols) in mm, one for all slices or one per slice (a
+        ``spacing_mm`` recipe resamples by it).
+        """
         images, labels = [np.asarray(a) for a in images], [np.asarray(a) for a in labels]
         if len(images) != len(labels):
             raise InputError(f"{len(images)} image slices but {len(labels)} label slices")
@@ -119,7 +127,7 @@ class SliceSet:
             labels=[label.astype(np.int64) for label in labels],
             groups=[group] * n,
             names=[f"{group}[{i}]" for i in range(n)],
-            spacing=[(1.0, 1.0)] * n,
+            spacing=_per_slice_spacing(spacing, n),
             known=[None] * n,
         )
 
@@ -135,6 +143,15 @@ class SliceSet:
         for label in self.labels:
             present.update(int(v) for v in np.unique(label))
         return sorted(present)
+
+
+def _per_slice_spacing(spacing: tuple[float, float] | Sequence[tuple[float, float]], n: int) -> list[tuple[float, float]]:
+    values = np.asarray(spacing, dtype=np.float64)
+    if values.shape == (2,):
+        return [(float(values[0]), float(values[1]))] * n
+    if values.shape != (n, 2) or not np.all(values > 0):
+        raise InputError(f"spacing must be (rows, cols) in mm or one such pair per slice ({n}), got shape {values.shape}")
+    return [(float(r), float(c)) for r, c in values]
 
 
 def _check_slice(image: np.ndarray, label: np.ndarray, where: str) -> None:
