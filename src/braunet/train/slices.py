@@ -147,6 +147,8 @@ class SliceSet:
 
 def _per_slice_spacing(spacing: tuple[float, float] | Sequence[tuple[float, float]], n: int) -> list[tuple[float, float]]:
     values = np.asarray(spacing, dtype=np.float64)
+    if n == 0:
+        return []
     if values.shape == (2,):
         return [(float(values[0]), float(values[1]))] * n
     if values.shape != (n, 2) or not np.all(values > 0):
