@@ -58,3 +58,35 @@ def test_models_command_with_no_models(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(zoo, "bundled_dir", lambda: tmp_path)
     assert main(["models"]) == 0
     assert "no bundled models" in capsys.readouterr().out
+
+
+def _record_seen(folder, seen):
+    card = json.loads((folder / "card.json").read_text())
+    card["training"]["seen"] = seen
+    (folder / "card.json").write_text(json.dumps(card))
+
+
+def test_models_command_says_what_each_model_was_trained_on(library, capsys):
+    _record_seen(library / "ct-test", [{"source": "case01", "unit": "CT subject", "count": 1, "slices": 54}])
+    _record_seen(library / "polyp-test", [{"source": "cvc", "unit": "video sequence", "count": 11, "slices": 231},
+                                          {"source": "kvasir", "unit": "image", "count": 3, "slices": 3},
+                                          {"source": "kvasir352", "unit": "image", "count": 795, "slices": 795}])
+    assert main(["models"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert "(!) trained on 1 CT subject (54 slices)" in table[1]
+    assert "trained on 11 video sequences (231 slices) + 798 images" in table[2] and "(!)" not in table[2]
+    assert main(["models", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0]["few_cases"] is True and rows[1]["few_cases"] is False
+    assert rows[0]["trained_on"] == "trained on 1 CT subject (54 slices)"
+
+
+def test_model_tooltip_warns_for_few_subjects_and_unrecorded_data(library):
+    from braunet.cli.models import model_tooltip
+
+    tip = model_tooltip(resolve_model("ct-test").card)  # the fixture card records no training data
+    assert "training data not recorded" in tip and "color:" in tip
+    _record_seen(library / "ct-test", [{"source": "curvas", "unit": "CT subject", "count": 8, "slices": 62},
+                                       {"source": "msd", "unit": "CT subject", "count": 5, "slices": 36}])
+    tip = model_tooltip(resolve_model("ct-test").card)
+    assert "trained on 13 CT subjects (98 slices)" in tip and "color:" not in tip

@@ -35,3 +35,42 @@ def test_split_validation_by_slab_with_gap_and_by_group():
     images.groups = [f"seq{i // 2}" for i in range(10)]  # 5 sequences of 2 frames
     train, val, text = split_validation(images, 0.2)
     assert val == [0, 1] and len(train) == 8 and "by group" in text
+
+
+def test_curvas_slices_as_hu_with_assumed_spacing_and_partial_labels(shared_data):
+    from braunet.train.pairs import collect_pairs
+    from braunet.train.slices import CURVAS_SLICES, load_windowed_pairs
+
+    folder = shared_data / "curvas_ct_slices"
+    pairs = [pair for n in (1, 2, 3) for pair in collect_pairs([folder / f"annotator{n}" / "images"],
+                                                               [folder / f"annotator{n}" / "labels_synapse8"])]
+    slices = load_windowed_pairs(pairs, CURVAS_SLICES)
+    assert len(slices) == len(pairs) == 78
+    # one CT, one group, whichever annotator drew it: a split never separates them
+    subjects = set(slices.groups)
+    assert len(subjects) == 11 and "curvas-10001" in subjects and not subjects & {"curvas-10010", "curvas-10011"}
+    assert slices.spacing[0] == (0.8, 0.8) and slices.known[0] == (3, 4, 5, 6) and slices.depth_mm[0] is None
+    assert slices.images[0].dtype == np.float32 and slices.images[0].min() >= 0.0 and slices.images[0].max() <= 255.0
+    assert set(slices.class_ids()) == {0, 3, 4, 5, 6}  # both kidney sides, liver, pancreas
+    liver = np.concatenate([im[lab == 5] for im, lab in zip(slices.images, slices.labels, strict=True)])
+    assert 90 < np.median(liver) < 120  # portal-venous liver HU under the [0, 255] HU reading
+
+
+def test_msd_spleen_slices_are_mirrored_back_and_a_mirrored_label_is_refused(shared_data, tmp_path):
+    from PIL import Image
+
+    from braunet.train.pairs import collect_pairs
+    from braunet.train.slices import MSD_SPLEEN_SLICES, load_windowed_pairs
+
+    folder = shared_data / "msd_spleen_slices_jpg"
+    slices = load_windowed_pairs(collect_pairs([folder / "images"], [folder / "masks_synapse8"]), MSD_SPLEEN_SLICES)
+    assert len(slices) == 12 and len(set(slices.groups)) == 7 and "msd-spleen_8" in slices.groups
+    assert slices.known[0] == (7,) and set(slices.class_ids()) == {0, 7}
+    for label in slices.labels:  # the spleen on the picture's right: the patient's left, radiological view
+        assert np.nonzero(label == 7)[1].mean() > label.shape[1] / 2
+    name = "10003_spleen_26"
+    Image.open(folder / "images" / f"{name}.png").save(tmp_path / f"{name}.png")
+    mirrored = np.asarray(Image.open(folder / "masks_synapse8" / f"{name}.png"))[:, ::-1]
+    Image.fromarray(np.ascontiguousarray(mirrored)).save(tmp_path / f"{name}_label.png")
+    with pytest.raises(InputError, match="mirrored"):
+        load_windowed_pairs([(tmp_path / f"{name}.png", tmp_path / f"{name}_label.png")], MSD_SPLEEN_SLICES)

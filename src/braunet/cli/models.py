@@ -1,6 +1,7 @@
 """``braunet models``: list the bundled models and the saved versions of the model library.
 
-Bundled models: name, classes, input, preset and metrics from each card. Saved versions (fine-tuned
+Bundled models: name, classes, input, preset, how many subjects / video sequences / images the
+model was trained on (marked "(!)" below 5) and metrics, from each card. Saved versions (fine-tuned
 with ``braunet finetune`` or the napari Fine-tune widget, or official checkpoints imported in the
 Segment widget; ``$BRAUNET_MODELS_DIR``, default ``~/.braunet/models``): the reference that names
 them (``NAME@N``, usable as ``--model``), their parent and the held-back Dice of their fine-tune.
@@ -13,7 +14,9 @@ import json
 import numbers
 from typing import Any
 
-__all__ = ["add_parser", "describe", "run"]
+__all__ = ["FEW_CASES", "add_parser", "describe", "model_tooltip", "run", "training_seen"]
+
+FEW_CASES = 5  # a model trained on fewer subjects / sequences than this is flagged where users choose it
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -47,13 +50,49 @@ def _flat_numbers(data: Any, prefix: str = "") -> dict[str, float]:
     return {}
 
 
+def training_seen(card) -> tuple[str, bool]:
+    """What a model was trained on, from ``card.training["seen"]`` (``scripts/train_bundled.py`` writes it:
+    ``[{"source", "unit", "count", "slices"}]``): e.g. ``("trained on 1 CT subject (54 slices)", True)``.
+
+    The flag is True when a unit that stands for a patient or a video (anything but single images)
+    counts fewer than :data:`FEW_CASES`, or when the card does not record its training data.
+    """
+    seen = card.training.get("seen") if isinstance(card.training, dict) else None
+    if not seen:
+        return "training data not recorded in its card", True
+    units: dict[str, list[int]] = {}  # unit -> [groups, slices]
+    for entry in seen:
+        total = units.setdefault(str(entry.get("unit", "case")), [0, 0])
+        total[0] += int(entry.get("count", 0))
+        total[1] += int(entry.get("slices", 0))
+    parts = []
+    for unit, (count, slices) in units.items():
+        text = f"{count} {unit}{'' if count == 1 else 's'}"
+        parts.append(text if slices == count else f"{text} ({slices} slices)")
+    few = any(count < FEW_CASES for unit, (count, _) in units.items() if unit != "image")
+    return "trained on " + " + ".join(parts), few
+
+
+def model_tooltip(card) -> str:
+    """Rich-text tooltip for a model chooser: description and :func:`training_seen`, in red when few."""
+    import html
+
+    seen, few = training_seen(card)
+    seen = html.escape(seen)
+    line = f'<b style="color:#d43">{seen}: expect it to fail on other patients or sites</b>' if few else seen
+    return f"{html.escape(card.description or card.name)}<br>{line}"
+
+
 def describe(name: str, card) -> dict[str, Any]:
     """The summary of one model card that ``braunet models`` prints."""
+    seen, few = training_seen(card)
     return {
         "name": name,
         "classes": card.class_names,
         "input": f"{card.recipe.kind} {card.config.img_size}px",
         "preset": _preset_of(card),
+        "trained_on": seen,
+        "few_cases": few,
         "metrics": _flat_numbers(card.metrics),
         "description": card.description,
     }
@@ -115,8 +154,9 @@ def run(args: argparse.Namespace) -> int:
             if "error" in row:
                 table.append((row["name"], "-", "-", "-", f"unreadable: {row['error']}"))
                 continue
+            seen = ("(!) " if row["few_cases"] else "") + row["trained_on"]
             table.append((row["name"], _classes_text(row["classes"]), row["input"], row["preset"],
-                          _metrics_text(row["metrics"])))
+                          f"{seen}; {_metrics_text(row['metrics'])}"))
         _print_table(table)
     if versions:
         print(f"\nsaved versions in {library_dir()}:")

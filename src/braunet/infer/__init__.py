@@ -34,9 +34,10 @@ from braunet.infer.preprocess import (
     parse_preprocessing,
     preprocess_slices,
     resize_labels,
+    restore_logits,
 )
 from braunet.infer.slices import SliceRunner, decode_labels
-from braunet.infer.views import convert_view, convert_view_points, from_view, to_view
+from braunet.infer.views import convert_view, convert_view_points, from_view, to_view, view_spacing
 from braunet.infer.windows import WINDOWS, Window, apply_window, get_window, list_windows
 
 __all__ = [
@@ -64,5 +65,7 @@ __all__ = [
     "preprocess_slices",
     "resize_labels",
     "resolve_device",
+    "restore_logits",
     "to_view",
+    "view_spacing",
 ]

@@ -30,7 +30,7 @@ import torch
 
 from braunet.errors import Cancelled, InputError
 from braunet.infer.slices import Network, Progress, SliceRunner, StopCheck, stop_check
-from braunet.infer.views import from_view, to_view, view_shape
+from braunet.infer.views import from_view, to_view, view_shape, view_spacing
 from braunet.model import ModelCard
 
 if TYPE_CHECKING:
@@ -123,8 +123,9 @@ def predict_volume(
     runner = _runner(model, card, device=device, amp=amp, batch_size=batch_size, confidence=confidence)
     labels_stack = np.zeros((depth, height, width), dtype=runner.label_dtype)  # model-view order (K, H, W)
     conf_stack: np.ndarray | None = np.zeros((depth, height, width), runner.conf_dtype) if runner.conf_dtype else None
-    batches = runner.run(lambda batch: to_view(canonical, batch, recipe.view), indices, progress=progress,
-                         should_stop=should_stop, what=f"{source}: prediction")  # fmt: skip
+    spacing = view_spacing(reorientation.canonical_affine, recipe.view)
+    batches = runner.run(lambda batch: to_view(canonical, batch, recipe.view), indices, spacing=spacing,
+                         progress=progress, should_stop=should_stop, what=f"{source}: prediction")  # fmt: skip
     for batch, labels, conf in batches:
         labels_stack[batch] = labels
         if conf_stack is not None:

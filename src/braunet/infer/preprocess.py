@@ -17,6 +17,21 @@ scaling, the official test's ``zoom(order=3)`` and 0.5/0.5 normalisation; 1 inpu
 network repeats to 3). RGB: ``x / 255``, bilinear resize, ImageNet normalisation per channel (the
 official ISIC/CVC pipeline; albumentations resizes the uint8 image and rounds, we resize floats).
 ``resize`` and ``view`` default to the values shown.
+
+Fixed pixel spacing (CT only; not the official recipe, so official checkpoints never get it)::
+
+    {"kind": "ct", "clip_hu": [-125, 275], "mean": 0.5, "std": 0.5, "spacing_mm": 1.75, "view": "radiological"}
+
+With ``spacing_mm`` the slice is resampled to that in-plane pixel size and centre-cropped or padded
+(with the window's low end, i.e. air) to the network size in the same step
+(:func:`braunet.infer.resize.centred_resample`: linear, anti-aliased when it shrinks), so an organ
+covers the same number of network pixels whatever the scanner's field of view and matrix. Its
+``resize`` is ``"bilinear"`` (the default when ``spacing_mm`` is set). Predictions go back exactly
+onto the input grid: the logits are resampled to the slice by the inverse map (:func:`restore_logits`)
+and decoded there, so the labels are smooth rather than blocky; input pixels outside the network's
+field of view (``img_size * spacing_mm`` mm, centred) are background. Slices must come with their pixel
+spacing (rows, cols) in mm. Why 1.75 mm for the bundled CT model: the measurement is in
+``scripts/train_bundled.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +46,15 @@ import torch
 from torch import Tensor
 
 from braunet.errors import CheckpointError, InputError
-from braunet.infer.resize import RESIZES, resize_images, resize_nearest, resized_ones
+from braunet.infer.resize import (
+    RESIZES,
+    centred_coverage,
+    centred_indices,
+    centred_resample,
+    resize_images,
+    resize_nearest,
+    resized_ones,
+)
 from braunet.infer.views import VIEWS
 from braunet.infer.windows import get_window
 
@@ -39,11 +62,15 @@ __all__ = [
     "ISIC_RGB",
     "SYNAPSE_CT",
     "Recipe",
+    "Spacing",
     "official_preprocessing",
     "parse_preprocessing",
     "preprocess_slices",
     "resize_labels",
+    "restore_logits",
 ]
+
+Spacing = tuple[float, float]  # in-plane pixel size (rows, cols) in mm
 
 SYNAPSE_CT: dict[str, Any] = {
     "kind": "ct", "clip_hu": [-125.0, 275.0], "mean": 0.5, "std": 0.5, "resize": "spline3", "view": "radiological",
@@ -63,7 +90,9 @@ def official_preprocessing(kind: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A validated, immutable preprocessing recipe; ``low``/``high`` is the HU window (CT only)."""
+    """A validated, immutable preprocessing recipe; ``low``/``high`` is the HU window (CT only);
+    ``spacing_mm`` the fixed in-plane pixel size of the network input (None: the slice is resized
+    to the network size whatever its spacing, as the official recipe does)."""
 
     kind: str
     mean: tuple[float, ...]
@@ -72,6 +101,7 @@ class Recipe:
     view: str = "radiological"
     low: float = 0.0
     high: float = 255.0
+    spacing_mm: float | None = None
 
     @property
     def channels(self) -> int:
@@ -99,10 +129,19 @@ def parse_preprocessing(spec: Mapping[str, Any] | Recipe, source: str = "model c
         raise CheckpointError(f"{source}: preprocessing mean/std must be numbers") from None
     if len(mean) not in (1, channels) or len(std) not in (1, channels) or not all(s > 0 for s in std):
         raise CheckpointError(f"{source}: preprocessing needs 1 or {channels} mean/std values with std > 0")
-    resize = spec.get("resize", "spline3" if kind == "ct" else "bilinear")
+    spacing_mm = spec.get("spacing_mm")
+    if spacing_mm is not None:
+        if kind != "ct":
+            raise CheckpointError(f"{source}: spacing_mm is a CT option (the image has no pixel size in mm)")
+        if isinstance(spacing_mm, bool) or not isinstance(spacing_mm, (int, float)) or not spacing_mm > 0:
+            raise CheckpointError(f"{source}: spacing_mm must be a positive number of millimetres, got {spacing_mm!r}")
+        spacing_mm = float(spacing_mm)
+    resize = spec.get("resize", "bilinear" if kind == "rgb" or spacing_mm else "spline3")
     view = spec.get("view", "radiological")
     if resize not in RESIZES:
         raise CheckpointError(f"{source}: unknown resize {resize!r} (known: {', '.join(RESIZES)})")
+    if spacing_mm and resize != "bilinear":
+        raise CheckpointError(f"{source}: spacing_mm resamples linearly; its resize must be 'bilinear', not {resize!r}")
     if view not in VIEWS:
         raise CheckpointError(f"{source}: unknown slice view {view!r} (known: {', '.join(VIEWS)})")
     low, high = 0.0, 255.0
@@ -115,7 +154,19 @@ def parse_preprocessing(spec: Mapping[str, Any] | Recipe, source: str = "model c
             raise CheckpointError(f"{source}: bad CT window ({error})") from None
         if not high > low:
             raise CheckpointError(f"{source}: clip_hu upper limit {high} must exceed the lower {low}")
-    return Recipe(kind, mean, std, resize, view, float(low), float(high))
+    return Recipe(kind, mean, std, resize, view, float(low), float(high), spacing_mm)
+
+
+def _network_spacing(recipe: Recipe, spacing: Spacing | None, what: str) -> tuple[Spacing, Spacing]:
+    """(input spacing, network spacing) for a fixed-spacing recipe; InputError when the slices have none."""
+    if spacing is None:
+        raise InputError(f"{what}: this model resamples slices to {recipe.spacing_mm} mm pixels and needs their "
+                         "pixel spacing (rows, cols) in mm")  # fmt: skip
+    rows, cols = (float(v) for v in spacing)
+    if not (rows > 0 and cols > 0):
+        raise InputError(f"{what}: pixel spacing must be positive, got {spacing}")
+    net = float(recipe.spacing_mm or 0.0)
+    return (rows, cols), (net, net)
 
 
 def preprocess_slices(
@@ -124,6 +175,7 @@ def preprocess_slices(
     img_size: int,
     *,
     device: torch.device | str | None = None,
+    spacing: Spacing | None = None,
 ) -> Tensor:
     """Raw slices -> normalised network input.
 
@@ -133,6 +185,8 @@ def preprocess_slices(
         spec: the model's preprocessing recipe (``card.recipe``, or a recipe dict).
         img_size: the model's input size S.
         device: where to compute and return the tensor (default: where ``slices`` is; CPU for NumPy).
+        spacing: the slices' pixel size (rows, cols) in mm; needed by a ``spacing_mm`` recipe, ignored
+            by the others.
     Returns:
         float32 (B, 1, S, S) for CT or (B, 3, S, S) for RGB.
     """
@@ -161,6 +215,12 @@ def preprocess_slices(
     mean = torch.tensor(recipe.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     std = torch.tensor(recipe.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     scale = 1.0 / (span * std)
+    if recipe.spacing_mm:
+        # reason: pad with the window's low end (air); the centred matrices pad with 0, so shift first
+        source, net = _network_spacing(recipe, spacing, "CT preprocessing")
+        x.clamp_(recipe.low, recipe.high).sub_(recipe.low)
+        x = centred_resample(x, (img_size, img_size), source, net, pad=True)
+        return x.mul_(scale).add_(-mean / std).contiguous()
     if recipe.kind == "ct":
         x.clamp_(recipe.low, recipe.high)
         ones = resized_ones(tuple(x.shape[-2:]), img_size, recipe.resize, x.device)
@@ -171,10 +231,39 @@ def preprocess_slices(
     return x.mul_(scale).add_(bias).contiguous()
 
 
-def resize_labels(labels: np.ndarray, shape: tuple[int, int], spec: Mapping[str, Any] | Recipe) -> np.ndarray:
+def resize_labels(
+    labels: np.ndarray, shape: tuple[int, int], spec: Mapping[str, Any] | Recipe, spacing: Spacing | None = None
+) -> np.ndarray:
     """Nearest-neighbour resize of label maps (B, h, w) -> (B, *shape) with the recipe's pixel convention.
 
-    For training (labels to the model size, as the official ``zoom(label, order=0)``) and for
-    inference (predictions back to the slice size).
+    For training (labels to the model size, as the official ``zoom(label, order=0)``) and, with the
+    resize recipes, for predictions back to the slice size. A ``spacing_mm`` recipe maps labels of
+    pixel size ``spacing`` onto the network grid only (``shape`` is the network size; pixels outside
+    the slice are background 0): its predictions go back through :func:`restore_logits`.
     """
-    return resize_nearest(labels, (shape[0], shape[1]), parse_preprocessing(spec).resize)
+    recipe = parse_preprocessing(spec)
+    if not recipe.spacing_mm:
+        return resize_nearest(labels, (shape[0], shape[1]), recipe.resize)
+    source, net = _network_spacing(recipe, spacing, "label resize")
+    rows = centred_indices(labels.shape[1], source[0], shape[0], net[0])
+    cols = centred_indices(labels.shape[2], source[1], shape[1], net[1])
+    out = labels[:, np.maximum(rows, 0)[:, None], np.maximum(cols, 0)[None, :]]
+    out[:, (rows < 0)[:, None] | (cols < 0)[None, :]] = 0
+    return out
+
+
+def restore_logits(
+    logits: Tensor, shape: tuple[int, int], spec: Mapping[str, Any] | Recipe, spacing: Spacing | None
+) -> tuple[Tensor, Tensor]:
+    """Network logits (B, K, S, S) of a ``spacing_mm`` recipe -> logits on the slice grid (B, K, H, W),
+    and (H, W) bool: the input pixels the network saw (elsewhere the logits are 0; the caller labels
+    them background). The exact inverse of the forward map in :func:`preprocess_slices`: the network's
+    pixel centres are placed at ``spacing_mm`` in mm about the slice centre and linearly interpolated
+    at the slice's pixel centres.
+    """
+    recipe = parse_preprocessing(spec)
+    source, net = _network_spacing(recipe, spacing, "prediction")
+    size = (int(logits.shape[-2]), int(logits.shape[-1]))
+    restored = centred_resample(logits, shape, net, source, pad=False)
+    seen = torch.from_numpy(centred_coverage(size, net, shape, source)).to(logits.device)
+    return restored, seen

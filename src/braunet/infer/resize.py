@@ -10,6 +10,12 @@
 * nearest, for label maps going back to the slice grid, with the same pixel-centre convention as
   the forward resize (corner-aligned for ``spline3``, like the official ``zoom(pred, order=0)``;
   half-pixel for ``bilinear``).
+* ``centred``: the fixed-spacing recipe (``spacing_mm``). Both grids are centred on each other and
+  sampled in millimetres: output sample ``o`` lies at ``(o - (n_out - 1) / 2) * spacing_out`` from the
+  centre, input pixel ``r`` at ``(r - (n_in - 1) / 2) * spacing_in``, so one matrix per axis does the
+  resampling and the centre crop or pad at once (no rounding of an intermediate size). Linear
+  interpolation, widened to a tent of ``spacing_out / spacing_in`` input pixels when it shrinks
+  (anti-aliasing, as PIL's bilinear); :func:`centred_matrix` builds it for both directions.
 """
 
 from __future__ import annotations
@@ -22,7 +28,18 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
-__all__ = ["RESIZES", "nearest_indices", "resize_images", "resize_nearest", "resized_ones", "spline_matrix"]
+__all__ = [
+    "RESIZES",
+    "centred_indices",
+    "centred_coverage",
+    "centred_matrix",
+    "centred_resample",
+    "nearest_indices",
+    "resize_images",
+    "resize_nearest",
+    "resized_ones",
+    "spline_matrix",
+]
 
 RESIZES = ("spline3", "bilinear")
 
@@ -95,3 +112,67 @@ def resize_nearest(stack: np.ndarray, shape: tuple[int, int], method: str) -> np
     rows = nearest_indices(shape[0], stack.shape[1], align)
     cols = nearest_indices(shape[1], stack.shape[2], align)
     return stack[:, rows[:, None], cols[None, :]]
+
+
+def _centred_positions(n_out: int, spacing_out: float, n_in: int, spacing_in: float) -> np.ndarray:
+    """Input pixel coordinate (float) of each output sample centre, both grids centred on each other."""
+    return (np.arange(n_out) - (n_out - 1) / 2) * (spacing_out / spacing_in) + (n_in - 1) / 2
+
+
+@functools.lru_cache(maxsize=64)
+def centred_matrix(n_in: int, spacing_in: float, n_out: int, spacing_out: float, pad: bool) -> np.ndarray:
+    """(n_out, n_in) float64 weights: ``M @ v`` samples a line of ``n_in`` pixels of ``spacing_in`` mm on
+    ``n_out`` centred samples of ``spacing_out`` mm (see the module docstring).
+
+    ``pad=True`` (slices -> network): each row is divided by its full kernel sum, including the virtual
+    pixels beyond the line, so samples over the edge fade to 0 (the caller subtracts its pad value
+    first) and samples wholly outside are 0. ``pad=False`` (network -> slices): rows are normalised over
+    the pixels that exist (the edge value extends half a sample), and rows with no pixel in reach stay
+    all zero, which marks them as outside for the caller.
+    """
+    source = _centred_positions(n_out, spacing_out, n_in, spacing_in)
+    width = max(1.0, spacing_out / spacing_in)  # tent half-width in input pixels
+    lo = min(0, int(np.floor(source.min() - width)))  # every input pixel and every pixel in a kernel's reach
+    hi = max(n_in - 1, int(np.ceil(source.max() + width)))
+    pixels = np.arange(lo, hi + 1, dtype=np.float64)
+    weights = np.clip(1.0 - np.abs(pixels[None, :] - source[:, None]) / width, 0.0, None)  # (n_out, all pixels)
+    inside = (pixels >= 0) & (pixels <= n_in - 1)
+    total = weights.sum(1) if pad else weights[:, inside].sum(1)
+    matrix = weights[:, inside] / np.where(total > 0, total, 1.0)[:, None]
+    return matrix
+
+
+@functools.lru_cache(maxsize=64)
+def _centred_tensor(n_in: int, spacing_in: float, n_out: int, spacing_out: float, pad: bool,
+                    device: torch.device) -> Tensor:  # fmt: skip
+    return torch.from_numpy(centred_matrix(n_in, spacing_in, n_out, spacing_out, pad)).to(device, torch.float32)
+
+
+def centred_resample(
+    x: Tensor, shape: tuple[int, int], spacing_in: tuple[float, float], spacing_out: tuple[float, float], pad: bool
+) -> Tensor:
+    """Images (B, C, H, W) of pixel size ``spacing_in`` (rows, cols mm) -> (B, C, *shape) of ``spacing_out``.
+
+    Two matmuls with :func:`centred_matrix` (``pad`` as there). With ``pad=False`` the rows and columns
+    of the output that no input pixel reaches are 0; :func:`centred_coverage` names them.
+    """
+    height, width = x.shape[-2:]
+    my = _centred_tensor(height, float(spacing_in[0]), shape[0], float(spacing_out[0]), pad, x.device)
+    mx = _centred_tensor(width, float(spacing_in[1]), shape[1], float(spacing_out[1]), pad, x.device)
+    return my @ x @ mx.T
+
+
+def centred_coverage(
+    shape_in: tuple[int, int], spacing_in: tuple[float, float], shape_out: tuple[int, int], spacing_out: tuple[float, float]
+) -> np.ndarray:
+    """(H_out, W_out) bool: which output pixels an unpadded :func:`centred_resample` reaches from the input."""
+    rows = centred_matrix(shape_in[0], float(spacing_in[0]), shape_out[0], float(spacing_out[0]), False).sum(1) > 0
+    cols = centred_matrix(shape_in[1], float(spacing_in[1]), shape_out[1], float(spacing_out[1]), False).sum(1) > 0
+    return rows[:, None] & cols[None, :]
+
+
+@functools.lru_cache(maxsize=64)
+def centred_indices(n_in: int, spacing_in: float, n_out: int, spacing_out: float) -> np.ndarray:
+    """Nearest input pixel of each centred output sample (labels -> network), -1 where it falls outside."""
+    index = np.floor(_centred_positions(n_out, spacing_out, n_in, spacing_in) + 0.5).astype(np.intp)
+    return np.where((index >= 0) & (index < n_in), index, -1)

@@ -11,7 +11,9 @@ logits (B, K, S, S). The runner
   with autocast on GPUs when asked; after a CUDA out-of-memory error it halves the batch for good;
 * decodes logits with :func:`decode_labels` (the one place the binary and multi-class rules live);
 * resizes labels (and confidence) back to the slice grid with nearest neighbours, with the
-  recipe's pixel convention.
+  recipe's pixel convention; a fixed-spacing recipe (``spacing_mm``) instead resamples the logits
+  onto the slice grid and decodes them there (:func:`braunet.infer.preprocess.restore_logits`), so
+  it needs the slices' pixel spacing (``spacing=``).
 
 :meth:`SliceRunner.run` adds what long jobs need: a progress callback, a stop check between
 batches, and the next batch read in a background thread while the network works on this one.
@@ -44,7 +46,7 @@ from torch import Tensor, nn
 
 from braunet.errors import BraunetError, Cancelled
 from braunet.infer.device import amp_dtype, resolve_device
-from braunet.infer.preprocess import Recipe, preprocess_slices
+from braunet.infer.preprocess import Recipe, Spacing, preprocess_slices, restore_logits
 from braunet.infer.resize import resize_nearest
 
 __all__ = ["Network", "Progress", "SliceRunner", "StopCheck", "decode_labels", "stop_check"]
@@ -156,10 +158,13 @@ class SliceRunner:
             raise ValueError("this SliceRunner has no preprocessing recipe; give it prepared inputs")
         return self.recipe
 
-    def prepare(self, raw: np.ndarray | Tensor) -> Tensor:
-        """Raw slices (B, H, W[, 3]) -> network input (B, C, S, S) float32 on the device."""
+    def prepare(self, raw: np.ndarray | Tensor, spacing: Spacing | None = None) -> Tensor:
+        """Raw slices (B, H, W[, 3]) -> network input (B, C, S, S) float32 on the device.
+
+        ``spacing``: the slices' pixel size (rows, cols) in mm, needed by a ``spacing_mm`` recipe.
+        """
         with torch.inference_mode():
-            return preprocess_slices(raw, self._require_recipe(), self.img_size, device=self.device)
+            return preprocess_slices(raw, self._require_recipe(), self.img_size, device=self.device, spacing=spacing)
 
     def logits(self, x: Tensor) -> Tensor:
         """Network input (B, C, S, S) -> float32 logits (B, K, S, S) on the device, no gradients."""
@@ -186,15 +191,36 @@ class SliceRunner:
         """Prepared inputs (N, C, S, S) -> labels (N, S, S) and float32 confidence or None, at the model size."""
         return self._batched(x, lambda part: self._decode(self.logits(part)))
 
-    def __call__(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Raw slices of one shape (B, H, W[, 3]) -> labels (B, H, W) and confidence (B, H, W) or None."""
-        raw = np.asarray(raw)
-        resize = self._require_recipe().resize
-        labels, conf = self._batched(raw, lambda part: self._decode(self.logits(self.prepare(part))))
-        labels = resize_nearest(labels, raw.shape[1:3], resize)
+    def _restore(self, logits: Tensor, shape: tuple[int, int], spacing: Spacing | None) -> _Result:
+        """Logits (B, K, S, S) of a ``spacing_mm`` recipe -> labels and confidence on the slice grid (B, H, W)."""
+        with torch.inference_mode():
+            restored, seen = restore_logits(logits, shape, self._require_recipe(), spacing)
+            labels, conf = self._decode(restored)
+        unseen = ~seen.cpu().numpy()
+        labels[:, unseen] = 0  # reason: outside the network's field of view nothing was segmented
         if conf is not None:
-            conf = resize_nearest(conf, raw.shape[1:3], resize)
-            conf = np.round(conf * 255).astype(np.uint8) if self.conf_dtype is np.uint8 else conf
+            conf[:, unseen] = 1.0
+        return labels, conf
+
+    def __call__(self, raw: np.ndarray, spacing: Spacing | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw slices of one shape (B, H, W[, 3]) -> labels (B, H, W) and confidence (B, H, W) or None.
+
+        ``spacing``: the slices' pixel size (rows, cols) in mm, needed by a ``spacing_mm`` recipe.
+        """
+        raw = np.asarray(raw)
+        recipe = self._require_recipe()
+        shape = (int(raw.shape[1]), int(raw.shape[2]))
+        if recipe.spacing_mm:
+            labels, conf = self._batched(
+                raw, lambda part: self._restore(self.logits(self.prepare(part, spacing)), shape, spacing), shape
+            )
+        else:
+            labels, conf = self._batched(raw, lambda part: self._decode(self.logits(self.prepare(part))))
+            labels = resize_nearest(labels, shape, recipe.resize)
+            if conf is not None:
+                conf = resize_nearest(conf, shape, recipe.resize)
+        if conf is not None and self.conf_dtype is np.uint8:
+            conf = np.round(conf * 255).astype(np.uint8)
         return labels, conf
 
     def run(
@@ -203,6 +229,7 @@ class SliceRunner:
         indices: Sequence[int],
         *,
         prepared: bool = False,
+        spacing: Spacing | None = None,
         progress: Progress | None = None,
         should_stop: StopCheck | None = None,
         what: str = "prediction",
@@ -211,8 +238,9 @@ class SliceRunner:
 
         ``read(batch)`` gives the raw slices (B, H, W[, 3]) of a batch (or, with ``prepared``, the
         network input (B, C, S, S), and labels stay at the model size); the next batch is read in a
-        background thread while the network runs on this one. ``progress(done, total)`` counts
-        slices, first with done = 0.
+        background thread while the network runs on this one. ``spacing`` is the slices' pixel size
+        (rows, cols) in mm (one for the whole run: the slices of one volume), for a ``spacing_mm``
+        recipe. ``progress(done, total)`` counts slices, first with done = 0.
 
         Raises:
             Cancelled: ``should_stop`` (a callable or a ``threading.Event``) was set before a batch;
@@ -221,7 +249,9 @@ class SliceRunner:
         indices = list(indices)
         batches = [indices[k : k + self.batch_size] for k in range(0, len(indices), self.batch_size)]
         stop = stop_check(should_stop)
-        step: Callable[[Any], _Result] = self.predict_prepared if prepared else self.__call__
+        step: Callable[[Any], _Result] = (
+            self.predict_prepared if prepared else lambda raw: self.__call__(raw, spacing)
+        )
         total, done = len(indices), 0
         if progress:
             progress(0, total)
@@ -244,12 +274,15 @@ class SliceRunner:
                 if progress:
                     progress(done, total)
 
-    def _batched(self, items: _Batch, work: Callable[[_Batch], _Result]) -> _Result:
-        """``work`` over ``items`` in chunks of the batch size, the parts concatenated."""
+    def _batched(
+        self, items: _Batch, work: Callable[[_Batch], _Result], shape: tuple[int, int] | None = None
+    ) -> _Result:
+        """``work`` over ``items`` in chunks of the batch size, the parts concatenated; ``shape`` is the
+        (H, W) of what ``work`` returns (default: the model size)."""
         step = min(self.batch_size, self._max_batch or self.batch_size)
         parts = [self._with_oom_fallback(items[k : k + step], work) for k in range(0, len(items), step)]
         if not parts:
-            empty = np.zeros((0, self.img_size, self.img_size))
+            empty = np.zeros((0, *(shape or (self.img_size, self.img_size))))
             return empty.astype(self.label_dtype), empty.astype(np.float32) if self.conf_dtype else None
         return _concatenate(parts)
 

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["VIEWS", "convert_view", "convert_view_points", "from_view", "to_view", "view_shape"]
+__all__ = ["VIEWS", "convert_view", "convert_view_points", "from_view", "to_view", "view_shape", "view_spacing"]
 
 VIEWS = ("radiological", "ras")
 
@@ -42,6 +42,14 @@ def _flip(stack: np.ndarray) -> np.ndarray:
 def view_shape(canonical_shape: Sequence[int], view: str) -> tuple[int, int]:
     """(H, W) of one model-view slice of a canonical volume of shape (I, J, K)."""
     i, j = canonical_shape[0], canonical_shape[1]
+    return (j, i) if view == "radiological" else (i, j)
+
+
+def view_spacing(canonical_affine: np.ndarray, view: str) -> tuple[float, float]:
+    """Pixel size (rows, cols) in mm of a model-view slice of a canonical volume with this (4, 4) affine."""
+    _check(view)
+    affine = np.asarray(canonical_affine, dtype=np.float64)
+    i, j = float(np.linalg.norm(affine[:3, 0])), float(np.linalg.norm(affine[:3, 1]))
     return (j, i) if view == "radiological" else (i, j)
 
 

@@ -133,10 +133,21 @@ class SegmentWidget(Container):
         self.model.reset_choices()
         if self.store.current and self.model.value != self.store.current:
             self.model.value = self.store.current
+        self._model_tooltip()
 
     def _model_chosen(self, key: str | None = None) -> None:
         if key and key in self.store.keys() and key != self.store.current:
             self.store.select(key)
+        self._model_tooltip()
+
+    def _model_tooltip(self) -> None:
+        """The model chooser's tooltip: what the current model was trained on, in red when few cases."""
+        from braunet.cli.models import model_tooltip
+
+        key = self.store.current
+        entry = self.store.entry(key) if key else None
+        card = None if entry is None else entry.card if entry.card is not None else entry.source.card
+        self.model.tooltip = model_tooltip(card) if card is not None else None
 
     def _add_checkpoint(self, path: Any = None) -> None:
         from braunet.errors import CheckpointError

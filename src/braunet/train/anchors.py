@@ -3,8 +3,9 @@
 Replaying slices of the original training data in every fine-tuning batch keeps the network from
 drifting away from what it already segments well (catastrophic forgetting, cellpose#522). The set
 is small (a few slices, compressed, well under 1 MB) and stored as ``anchors.npz`` in the model
-folder: arrays ``image_<i>`` (CT HU (H, W) int16 or RGB (H, W, 3) uint8) and ``label_<i>`` (H, W)
-uint8, read without pickle. Fine-tuning takes the set from the model's own folder
+folder: arrays ``image_<i>`` (CT HU (H, W) int16 or RGB (H, W, 3) uint8), ``label_<i>`` (H, W)
+uint8 and ``spacing_<i>`` (2,) float64 pixel size in mm (absent in older sets: 1 mm), read without
+pickle. Fine-tuning takes the set from the model's own folder
 (:attr:`braunet.zoo.ModelSource.anchors`), never by looking a name up.
 """
 
@@ -33,6 +34,7 @@ def save_anchors(folder: str | os.PathLike, slices: SliceSet) -> Path:
         else:
             arrays[f"image_{i}"] = np.clip(image, 0, 255).astype(np.uint8)
         arrays[f"label_{i}"] = np.asarray(label).astype(np.uint8)
+        arrays[f"spacing_{i}"] = np.asarray(slices.spacing[i], dtype=np.float64)
     path = Path(folder) / ANCHORS_FILE
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, **arrays)
@@ -49,7 +51,8 @@ def load_anchors(path: str | os.PathLike) -> SliceSet:
             count = sum(1 for key in data.files if key.startswith("image_"))
             images = [data[f"image_{i}"] for i in range(count)]
             labels = [data[f"label_{i}"].astype(np.int64) for i in range(count)]
+            spacing = [tuple(data[f"spacing_{i}"]) if f"spacing_{i}" in data.files else (1.0, 1.0) for i in range(count)]
     except (OSError, KeyError, ValueError) as error:
         raise CheckpointError(f"{path}: unreadable anchor set ({error})") from None
-    return SliceSet.from_arrays(images, labels, group="anchors")
+    return SliceSet.from_arrays(images, labels, group="anchors", spacing=spacing)
 

@@ -73,13 +73,14 @@ def prepare(slices: SliceSet, preprocessing: dict[str, Any], img_size: int, num_
     if not len(slices):
         raise InputError("no slices to prepare")
     classes = max(num_classes, 2)
-    xs = [preprocess_slices(np.asarray(image)[None], preprocessing, img_size) for image in slices.images]
+    xs = [preprocess_slices(np.asarray(image)[None], preprocessing, img_size, spacing=spacing)
+          for image, spacing in zip(slices.images, slices.spacing, strict=True)]  # fmt: skip
     ys = []
-    for label, name in zip(slices.labels, slices.names, strict=True):
+    for label, name, spacing in zip(slices.labels, slices.names, slices.spacing, strict=True):
         label = np.asarray(label)
         if label.size and label.max() >= classes:
             raise InputError(f"{name}: label value {label.max()} is not a class of a {classes}-class model")
-        ys.append(resize_labels(label[None], (img_size, img_size), preprocessing)[0].astype(np.int64))
+        ys.append(resize_labels(label[None], (img_size, img_size), preprocessing, spacing)[0].astype(np.int64))
     known = torch.ones(len(slices), classes, dtype=torch.bool)
     for i, annotated in enumerate(slices.known):
         if annotated is not None:
@@ -95,7 +96,7 @@ def prepare(slices: SliceSet, preprocessing: dict[str, Any], img_size: int, num_
     )
 
 
-AUGMENTATIONS = ("none", "ct", "rgb")
+AUGMENTATIONS = ("none", "ct", "rgb", "site")
 
 
 class AugmentedSlices:
@@ -111,14 +112,18 @@ class AugmentedSlices:
             have to tell apart from context alone.
         ``"rgb"``: with probability 0.5 a rot90 + flip (endoscopy and dermoscopy have no handedness),
             then with probability 0.5 a shift/scale/rotation.
+        ``"site"``: ``policy`` (a :func:`braunet.train.augment.site_augment` policy, or any
+            ``(image (S, S, C), label (S, S), rng) -> (image, label)`` on the normalised input).
         ``"none"``: items as prepared.
     Returns ``(x (C, S, S) float32, y (S, S) int64, known (K,) bool)``.
     """
 
-    def __init__(self, data: PreparedSlices, kind: str = "none", seed: int = 0) -> None:
+    def __init__(self, data: PreparedSlices, kind: str = "none", seed: int = 0, policy: Any = None) -> None:
         if kind not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {kind!r}")
-        self.data, self.kind, self.seed, self.epoch = data, kind, seed, 0
+        if (kind == "site") != (policy is not None):
+            raise ValueError("the 'site' augmentation, and only it, takes a policy")
+        self.data, self.kind, self.seed, self.epoch, self.policy = data, kind, seed, 0, policy
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -137,9 +142,11 @@ class AugmentedSlices:
         rng = np.random.default_rng((self.seed, self.epoch, index))
         image = x.numpy().transpose(1, 2, 0)  # (S, S, C): the augment functions are channel-last
         label = y.numpy()
-        if self.kind == "rgb" and rng.random() < 0.5:
+        if self.policy is not None:
+            image, label = self.policy(image, label, rng)
+        elif self.kind == "rgb" and rng.random() < 0.5:
             image, label = random_rot90_flip(image, label, rng)
-        if rng.random() < 0.5:
+        if self.policy is None and rng.random() < 0.5:
             image, label = random_affine(
                 image, label, rng, shift_limit=0.0625, scale_limit=0.1, rotate_limit=20.0, mode="mirror"
             )

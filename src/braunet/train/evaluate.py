@@ -130,13 +130,15 @@ def _predict_ahead(runner: SliceRunner, slices: SliceSet, cases: list[list[int]]
     reason: a set of 2-D images is one case per image; predicting them one by one would run the
     network on batches of one.
     """
-    shape = np.asarray(slices.images[cases[0][0]]).shape
+    first = cases[0][0]
+    shape, spacing = np.asarray(slices.images[first]).shape, slices.spacing[first]
     chosen = list(cases[0])
     for case in cases[1:]:
-        if len(chosen) + len(case) > runner.batch_size or np.asarray(slices.images[case[0]]).shape != shape:
+        same_grid = np.asarray(slices.images[case[0]]).shape == shape and slices.spacing[case[0]] == spacing
+        if len(chosen) + len(case) > runner.batch_size or not same_grid:
             break
         chosen += case
-    labels, _ = runner(np.stack([slices.images[i] for i in chosen]))
+    labels, _ = runner(np.stack([slices.images[i] for i in chosen]), spacing=spacing)
     return dict(zip(chosen, labels, strict=True))
 
 

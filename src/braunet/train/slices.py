@@ -11,12 +11,36 @@ Volumes are read with :func:`braunet.io.read_image`, brought to the closest RAS+
 :func:`braunet.infer.views.to_view`, exactly as the inference engine does, so the network sees
 training slices in the orientation it will see at inference. Masks and label maps become class
 ids through :func:`braunet.train.masks.mask_to_labels` (its module docstring gives the rules).
+
+**8-bit windowed CT slices** (PNG/JPEG exports without HU, spacing or affine, such as the shared
+``curvas_ct_slices`` and ``msd_spleen_slices_jpg``) are read by :func:`load_windowed_pairs` with a
+:class:`WindowedCT` declaration: the HU window the 8-bit values stand for (mapped back linearly, so
+the model's own recipe window applies on top), the pixel spacing assumed for them, the classes the
+set annotates (the others are unannotated, not absent: see ``SliceSet.known``) and how a file name
+names its subject. The images must be in the radiological display (anterior up, the patient's right
+on the picture's left); a side check refuses label maps that look mirrored. The two shared sets:
+
+* :data:`CURVAS_SLICES`: value = HU clipped to [0, 255] (the window is not documented; this one is
+  measured: organ medians over annotator 1's slices are liver 104, kidneys 167-169, pancreas 77,
+  which are portal-venous HU, and 84 % of the pixels are 0, i.e. air, lung and fat all at or below 0
+  HU, as "fat black, bone white" describes). Spacing 0.8 mm assumed: the soft tissue spans a median
+  459 px across, against 336-378 mm (median 363 mm) on the three shared HU subjects: 0.79 mm.
+  Annotated: kidneys (split by side in ``labels_synapse8``, by the README's spine rule), liver,
+  pancreas. Subject = the file name's prefix (``10001_458.png``: 10001), the same for all three
+  annotators, so a split never separates one CT's annotations.
+* :data:`MSD_SPLEEN_SLICES`: the same source repository's conversion; value = HU clipped to [0, 255]
+  assumed likewise (spleen median 114.5, a portal-venous spleen; 70 % of pixels near 0). Spacing 0.8
+  mm assumed (466 px soft-tissue width; MSD spleen_8, the one case with a header, has 0.785 mm).
+  Only the spleen is annotated. Use the mirrored ``images/`` and ``masks_synapse8/`` (the repository
+  JPEGs carry MSD's left-right flip); subject = ``spleen_N`` from the name, the same group as the
+  ``spleen_8`` HU volume, which is probably the same patient.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +52,18 @@ from braunet.io import file_stem, read_image, to_canonical
 from braunet.train.masks import mask_to_labels
 from braunet.train.pairs import is_volume_path
 
-__all__ = ["SliceSet", "load_image_pair", "load_pairs", "load_volume_pair", "split_validation"]
+__all__ = [
+    "CURVAS_SLICES",
+    "MSD_SPLEEN_SLICES",
+    "SliceSet",
+    "WindowedCT",
+    "check_sides",
+    "load_image_pair",
+    "load_pairs",
+    "load_volume_pair",
+    "load_windowed_pairs",
+    "split_validation",
+]
 
 
 @dataclass
@@ -69,9 +104,17 @@ class SliceSet:
 
     @classmethod
     def from_arrays(
-        cls, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], group: str = "slices"
+        cls,
+        images: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray],
+        group: str = "slices",
+        spacing: tuple[float, float] | Sequence[tuple[float, float]] = (1.0, 1.0),
     ) -> SliceSet:
-        """Slices given in memory (e.g. by the napari widget); checks that each label fits its image."""
+        """Slices given in memory (e.g. by the napari widget); checks that each label fits its image.
+
+        ``spacing``: pixel size (rows, cols) in mm, one for all slices or one per slice (a
+        ``spacing_mm`` recipe resamples by it).
+        """
         images, labels = [np.asarray(a) for a in images], [np.asarray(a) for a in labels]
         if len(images) != len(labels):
             raise InputError(f"{len(images)} image slices but {len(labels)} label slices")
@@ -84,7 +127,7 @@ class SliceSet:
             labels=[label.astype(np.int64) for label in labels],
             groups=[group] * n,
             names=[f"{group}[{i}]" for i in range(n)],
-            spacing=[(1.0, 1.0)] * n,
+            spacing=_per_slice_spacing(spacing, n),
             known=[None] * n,
         )
 
@@ -100,6 +143,17 @@ class SliceSet:
         for label in self.labels:
             present.update(int(v) for v in np.unique(label))
         return sorted(present)
+
+
+def _per_slice_spacing(spacing: tuple[float, float] | Sequence[tuple[float, float]], n: int) -> list[tuple[float, float]]:
+    values = np.asarray(spacing, dtype=np.float64)
+    if n == 0:
+        return []
+    if values.shape == (2,):
+        return [(float(values[0]), float(values[1]))] * n
+    if values.shape != (n, 2) or not np.all(values > 0):
+        raise InputError(f"spacing must be (rows, cols) in mm or one such pair per slice ({n}), got shape {values.shape}")
+    return [(float(r), float(c)) for r, c in values]
 
 
 def _check_slice(image: np.ndarray, label: np.ndarray, where: str) -> None:
@@ -136,7 +190,7 @@ def load_volume_pair(
             :class:`SliceSet`); None means every class of the model was annotated.
         group: split group (default: the image file's stem).
     """
-    from braunet.infer.views import to_view
+    from braunet.infer.views import to_view, view_spacing
 
     image_path, label_path = Path(image_path), Path(label_path)
     image, label = read_image(image_path), read_image(label_path)
@@ -152,8 +206,7 @@ def load_volume_pair(
     label_ras, _ = to_canonical(label)  # same affine as the image, so the same reorientation
     labels = mask_to_labels(label_ras, num_classes, str(label_path), kind="label_map")
     affine = np.asarray(reorientation.canonical_affine)
-    sizes = (float(np.linalg.norm(affine[:3, 0])), float(np.linalg.norm(affine[:3, 1])))
-    spacing = (sizes[1], sizes[0]) if view == "radiological" else sizes  # (rows, cols) of the view
+    spacing = view_spacing(affine, view)  # (rows, cols) of the view
     depth = image_ras.shape[2]
     indices = list(range(depth)) if slices is None else [int(k) for k in slices]
     bad = [k for k in indices if not 0 <= k < depth]
@@ -208,6 +261,99 @@ def load_pairs(
             out = out + load_image_pair(image_path, label_path, num_classes=num_classes)
     if not len(out):
         raise InputError("no labelled slices found")
+    return out
+
+
+@dataclass(frozen=True)
+class WindowedCT:
+    """An 8-bit windowed CT slice source: how its values map to HU and what it annotates.
+
+    Attributes:
+        name: short name, prefixed to the groups (``"curvas-10001"``).
+        window_hu: (low, high): value 0 stands for ``low`` HU and 255 for ``high`` (linear).
+        spacing_mm: the in-plane pixel size assumed for the slices (they carry none).
+        known: the synapse8 class ids the set annotates (the others are unannotated).
+        subject_pattern: regular expression whose first group, searched in the file stem, is the subject.
+    """
+
+    name: str
+    window_hu: tuple[float, float]
+    spacing_mm: float
+    known: tuple[int, ...]
+    subject_pattern: str
+
+    def to_hu(self, values: np.ndarray) -> np.ndarray:
+        """8-bit values (H, W) -> float32 HU (H, W)."""
+        low, high = self.window_hu
+        return (low + np.asarray(values, dtype=np.float32) * ((high - low) / 255.0)).astype(np.float32)
+
+    def subject(self, path: Path) -> str:
+        match = re.search(self.subject_pattern, file_stem(path))
+        if match is None:
+            raise InputError(f"{path}: the file name does not name a {self.name} subject ({self.subject_pattern})")
+        return f"{self.name}-{match.group(1)}"
+
+
+CURVAS_SLICES = WindowedCT("curvas", (0.0, 255.0), 0.8, (3, 4, 5, 6), r"^(\d+)_")
+MSD_SPLEEN_SLICES = WindowedCT("msd", (0.0, 255.0), 0.8, (7,), r"(spleen_\d+)$")
+
+
+def check_sides(label: np.ndarray, where: str) -> None:
+    """Refuse a synapse8 label map (H, W) in the radiological view that looks mirrored left-right.
+
+    The patient's right is on the picture's left: the liver's centroid lies left of the middle, the
+    spleen's right of it, and the right kidney (4) left of the left kidney (3).
+    """
+    width = label.shape[1]
+
+    def column(c: int) -> float | None:
+        cols = np.nonzero(label == c)[1]
+        return float(cols.mean()) if cols.size else None
+
+    liver, spleen, left, right = column(5), column(7), column(3), column(4)
+    mirrored = (
+        (liver is not None and liver > width / 2)
+        or (spleen is not None and spleen < width / 2)
+        or (left is not None and right is not None and right > left)
+    )
+    if mirrored:
+        raise InputError(f"{where}: the labels look mirrored left-right (liver, spleen or kidney on the wrong side "
+                         "of the picture); give slices in the radiological view")  # fmt: skip
+
+
+def load_windowed_pairs(
+    pairs: Sequence[tuple[Path, Path]], source: WindowedCT, *, view: str = "radiological"
+) -> SliceSet:
+    """8-bit windowed CT slices (grey or equal-channel RGB PNG/JPEG, radiological display) and their
+    synapse8 label maps -> HU slices with the source's assumed spacing and annotated classes.
+
+    Raises:
+        InputError: a label map that is not synapse8 ids, on another grid, with classes the source
+            does not annotate, or mirrored (:func:`check_sides`).
+    """
+    from braunet.infer.views import convert_view
+
+    out = SliceSet()
+    for image_path, label_path in pairs:
+        image_path, label_path = Path(image_path), Path(label_path)
+        values = np.asarray(read_image(image_path).array)
+        if values.ndim == 3:
+            values = values[..., 0]  # reason: the exports are grey stored as identical RGB channels
+        label = mask_to_labels(np.asarray(read_image(label_path).array), 9, str(label_path), kind="label_map")
+        if label.ndim == 3:
+            label = label[..., 0]
+        _check_slice(values, label, str(label_path))
+        extra = sorted(set(np.unique(label).tolist()) - {0, *source.known})
+        if extra:
+            raise InputError(f"{label_path}: classes {extra} are not annotated in {source.name} ({source.known})")
+        check_sides(label, str(label_path))
+        hu = convert_view(source.to_hu(values)[None], "radiological", view)[0]
+        label = convert_view(label[None], "radiological", view)[0]
+        out = out + SliceSet(
+            images=[np.ascontiguousarray(hu)], labels=[np.ascontiguousarray(label)],
+            groups=[source.subject(image_path)], names=[f"{source.name}:{image_path.parent.parent.name}/{image_path.name}"],
+            spacing=[(source.spacing_mm, source.spacing_mm)], known=[source.known], depth_mm=[None],
+        )  # fmt: skip
     return out
 
 

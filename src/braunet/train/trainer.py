@@ -63,8 +63,10 @@ class TrainConfig:
         batch_size: slices per step and per process.
         lr, weight_decay, optimizer ("adamw" or "sgd"), momentum (SGD): as in PyTorch.
         warmup_steps: linear learning-rate warm-up, then polynomial decay with ``poly_power``.
-        augment: "auto" (from the card's preprocessing kind), "ct", "rgb" or "none";
-            see :class:`braunet.train.datasets.AugmentedSlices`.
+        augment: "auto" (from the card's preprocessing kind), "ct", "rgb", "none", or "site": the
+            site-variation policy of the card's kind (:func:`braunet.train.augment.site_augment`) at
+            ``augment_strength``; see :class:`braunet.train.datasets.AugmentedSlices`.
+        augment_strength: scales the "site" policy's ranges (1: its defaults).
         val_every: validate every this many epochs (and after the last).
         amp: mixed precision; None = on for CUDA, off on CPU (CPU autocast does not speed this
             model up on 2 cores).
@@ -85,6 +87,7 @@ class TrainConfig:
     warmup_steps: int = 20
     poly_power: float = 0.9
     augment: str = "auto"
+    augment_strength: float = 1.0
     val_every: int = 1
     amp: bool | None = None
     grad_clip: float | None = 5.0
@@ -98,8 +101,8 @@ class TrainConfig:
             raise ValueError("epochs, batch_size and val_every must be >= 1")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
-        if self.augment not in ("auto", "ct", "rgb", "none"):
-            raise ValueError(f"augment must be auto, ct, rgb or none, got {self.augment!r}")
+        if self.augment not in ("auto", "ct", "rgb", "none", "site"):
+            raise ValueError(f"augment must be auto, ct, rgb, none or site, got {self.augment!r}")
         if self.max_time_s is not None and self.max_time_s <= 0:
             raise ValueError("max_time_s must be positive")
         if self.max_steps is not None and self.max_steps < 1:
@@ -292,7 +295,14 @@ def train(
         current = model.state_dict()
         return {k: v.to(info.device, dtype=current[k].dtype) for k, v in load_file(out / "model.safetensors").items()}
 
-    dataset = AugmentedSlices(train_data, _augment_kind(config, card), seed=config.seed)
+    kind = _augment_kind(config, card)
+    policy = None
+    if kind == "site":
+        from braunet.train.augment import site_augment
+
+        recipe = card.recipe
+        policy = site_augment(recipe.kind, config.augment_strength, mean=recipe.mean, std=recipe.std)
+    dataset = AugmentedSlices(train_data, kind, seed=config.seed, policy=policy)
     fit_config = FitConfig(
         epochs=config.epochs, batch_size=config.batch_size, max_steps=config.max_steps, max_time_s=config.max_time_s,
         grad_clip=config.grad_clip, amp=config.amp is not False, seed=config.seed, drop_last=True,
