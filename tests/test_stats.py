@@ -12,7 +12,12 @@ import pytest
 from braunet.data import SYNAPSE8_CLASSES
 from braunet.errors import InputError
 from braunet.io import read_image
-from braunet.stats import CSV_COLUMNS, label_statistics, write_statistics_csv, write_statistics_json
+from braunet.stats import (
+    CSV_COLUMNS,
+    label_statistics,
+    write_statistics_csv,
+    write_statistics_json,
+)
 
 
 @pytest.fixture(scope="module")

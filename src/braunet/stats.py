@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from braunet._atomic import atomic_path, check_writable_target
-from braunet.errors import InputError, OutputError
+from braunet._atomic import write_text
+from braunet.errors import InputError
 from braunet.io.volume import Volume
 
 __all__ = ["CSV_COLUMNS", "ClassStatistics", "label_statistics", "write_statistics_csv", "write_statistics_json"]
@@ -137,7 +137,7 @@ def write_statistics_json(
     ``about`` holds run-level facts (image, model, spacing); absent values are ``null``.
     """
     document = {**(about or {}), "classes": [asdict(r) for r in records]}
-    return _write_text(path, json.dumps(document, indent=2) + "\n")
+    return write_text(path, json.dumps(document, indent=2) + "\n")
 
 
 def write_statistics_csv(records: Sequence[ClassStatistics], path: str | PathLike) -> Path:
@@ -152,7 +152,7 @@ def write_statistics_csv(records: Sequence[ClassStatistics], path: str | PathLik
             padded = list(corner or ()) + [None] * (3 - len(corner or ()))
             cells.extend(padded)
         writer.writerow(["" if c is None else c for c in cells])
-    return _write_text(path, buffer.getvalue())
+    return write_text(path, buffer.getvalue())
 
 
 def _intensities(image: Volume, labels: np.ndarray, values: list[int]) -> tuple[dict[int, float], dict[int, float]]:
@@ -187,12 +187,3 @@ def _world_box(image: Volume, box: tuple[slice, ...]) -> tuple[tuple[float, ...]
 def _where(image: Volume) -> str:
     return str(image.source) if image.source is not None else "label map"
 
-
-def _write_text(path: str | PathLike, text: str) -> Path:
-    target = check_writable_target(path)
-    try:
-        with atomic_path(target) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise OutputError(f"{target}: cannot write ({error.strerror or error})") from error
-    return target

@@ -25,8 +25,8 @@ import numpy as np
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from braunet._atomic import atomic_path, check_writable_target
-from braunet.errors import InputError, OutputError
+from braunet._atomic import check_writable_target, write_checked
+from braunet.errors import InputError
 from braunet.io.dicom import read_series_datasets
 
 __all__ = ["SEGMENT_CODES", "segment_codes", "write_dicom_seg"]
@@ -159,12 +159,7 @@ def write_dicom_seg(
             # reason: an empty SpecificCharacterSet in the source means the default repertoire
             specific_character_set=source.get("SpecificCharacterSet") or None,
         )
-    try:
-        with atomic_path(target) as tmp:
-            seg.save_as(tmp)
-    except OSError as error:
-        raise OutputError(f"{target}: cannot write ({error.strerror or error})") from error
-    return target
+    return write_checked(target, seg.save_as)
 
 
 def _frames(labels: np.ndarray, datasets: Sequence, target: Path) -> np.ndarray:
