@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from braunet._atomic import write_text
-from braunet.io.nifti import NIFTI_SUFFIXES
+from braunet.io.formats import file_stem
 
 __all__ = [
     "colour_table_paths",
@@ -56,12 +56,8 @@ def resolve_colours(count: int, colours: Sequence[str] | None) -> list[str]:
 def colour_table_paths(label_path: str | PathLike) -> tuple[Path, Path]:
     """``(slicer .ctbl, ITK-SNAP .txt)`` paths beside a NIfTI label map ``<stem>.nii[.gz]``."""
     path = Path(label_path)
-    name = path.name
-    for suffix in NIFTI_SUFFIXES:
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return path.with_name(f"{name}_ColorTable.ctbl"), path.with_name(f"{name}_itksnap.txt")
+    stem = file_stem(path)
+    return path.with_name(f"{stem}_ColorTable.ctbl"), path.with_name(f"{stem}_itksnap.txt")
 
 
 def write_slicer_colour_table(
