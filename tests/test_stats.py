@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from braunet.data import SYNAPSE8_CLASSES
+from braunet.classes import SYNAPSE8_CLASSES
 from braunet.errors import InputError
 from braunet.io import read_image
 from braunet.stats import (

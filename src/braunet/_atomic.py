@@ -86,4 +86,8 @@ def write_checked(path: str | os.PathLike, write: Callable[[Path], None]) -> Pat
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` with :func:`write_checked`."""
-    return write_checked(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+
+    return write_checked(path, write)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from braunet.data import SYNAPSE8_CLASSES, SYNAPSE8_COLORS
+from braunet.classes import SYNAPSE8_CLASSES, SYNAPSE8_COLORS
 from braunet.io import read_class_names, read_image, write_labels
 from braunet.io.colour_tables import (
     colour_table_paths,

@@ -15,7 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from braunet.data import SYNAPSE8_CLASSES, SYNAPSE8_COLORS
+from braunet.classes import SYNAPSE8_CLASSES, SYNAPSE8_COLORS
 from braunet.errors import InputError
 from braunet.io import read_dicom_series
 from braunet.io.dicom_seg import write_dicom_seg
@@ -92,8 +92,9 @@ def test_segment_numbers_are_consecutive_and_empty_frames_stay_empty(
 def test_refusals_write_nothing(shared_data: Path, dicom_dir: Path, tmp_path: Path, refuses) -> None:
     grid = read_dicom_series(dicom_dir).shape
     target = tmp_path / "seg.dcm"
-    refuses(lambda: write_dicom_seg(np.zeros(grid[::-1], np.uint8), dicom_dir, SYNAPSE8_CLASSES, None, target,
-                                    model_name="m"), InputError, "does not match the DICOM series grid", names=target)  # fmt: skip
+    transposed = np.zeros(grid[::-1], np.uint8)
+    refuses(lambda: write_dicom_seg(transposed, dicom_dir, SYNAPSE8_CLASSES, None, target, model_name="m"),
+            InputError, "does not match the DICOM series grid", names=target)  # fmt: skip
     refuses(lambda: write_dicom_seg(np.zeros(grid, np.uint8), dicom_dir, SYNAPSE8_CLASSES, None, target,
                                     model_name="m"), InputError, "no labelled voxel", names=target)  # fmt: skip
     beyond = np.zeros(grid, np.uint8)
