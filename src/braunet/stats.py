@@ -161,8 +161,9 @@ def _intensities(image: Volume, labels: np.ndarray, values: list[int]) -> tuple[
     array = image.array
     if array.ndim == labels.ndim + 1:  # RGB: average the channels per pixel
         array = array.mean(axis=-1)
-    means = ndimage.mean(array, labels=labels, index=values)
-    stds = ndimage.standard_deviation(array, labels=labels, index=values)
+    with np.errstate(invalid="ignore", divide="ignore"):  # reason: ndimage divides for absent values too, then drops them
+        means = ndimage.mean(array, labels=labels, index=values)
+        stds = ndimage.standard_deviation(array, labels=labels, index=values)
     return (
         {v: float(m) for v, m in zip(values, np.atleast_1d(means), strict=True)},
         {v: float(s) for v, s in zip(values, np.atleast_1d(stds), strict=True)},
