@@ -52,7 +52,7 @@ def test_dicom_series_to_seg_statistics_and_colour_tables(data_dir, ct_card, tmp
         uid = pydicom.dcmread(series / name).SOPInstanceUID
         frames = seg.get_pixels_by_source_instance([uid], segment_numbers=numbers, assert_missing_frames_are_empty=True)[0]
         for number, value in zip(numbers, present, strict=True):
-            np.testing.assert_array_equal(frames[..., number - 1], value == labels[:, :, k].T)
+            np.testing.assert_array_equal(frames[..., number - 1], np.equal(labels[:, :, k].T, value))
 
     document = json.loads(stats_path.read_text())
     assert document["model"] == "ct-abdomen-8" and document["intensity"] == "HU" and document["cleanup"] is False
