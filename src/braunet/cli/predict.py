@@ -24,6 +24,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # reason: the CLI imports numpy and the library lazily, so `braunet --help` starts fast
+    import numpy as np
+
+    from braunet.io import Volume
+    from braunet.model import ModelCard
 
 __all__ = ["add_parser", "run"]
 
@@ -213,7 +220,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_outputs(labels, volume, card, source: Path, label_path: Path, paths: dict[str, Path], *, cleaned: bool) -> list[Path]:
+def _write_outputs(
+    labels: np.ndarray, volume: Volume, card: ModelCard, source: Path, label_path: Path, paths: dict[str, Path],
+    *, cleaned: bool,
+) -> list[Path]:
     """Write the label map (palette PNG, or NIfTI with its colour tables) and the optional outputs
     named in ``paths`` (``dicom_seg``, ``statistics``, ``overlay``); return the written paths."""
     from braunet.io import write_labels
