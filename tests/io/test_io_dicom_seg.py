@@ -109,3 +109,23 @@ def test_codes_of_binary_models_and_sided_organs(name: str, code: str) -> None:
 
     _, kind = segment_codes(name)
     assert (kind.value, kind.scheme_designator) == (code, "SCT")
+
+
+def test_frames_checked_with_pydicom_alone(shared_data: Path, dicom_dir: Path, tmp_path: Path) -> None:
+    """The per-frame references and pixels as stored, read without highdicom's SEG reader."""
+    labels = _labels(shared_data, "case03_seg_liver1_spine2.nii.gz")
+    names = {0: "background", 1: "liver", 2: "spine"}
+    seg = pydicom.dcmread(write_dicom_seg(labels, dicom_dir, names, None, tmp_path / "seg.dcm", model_name="m"))
+    slice_of = {pydicom.dcmread(dicom_dir / name).SOPInstanceUID: k for k, name in _FILE_OF_SLICE.items()}
+    positions = {k: pydicom.dcmread(dicom_dir / name).ImagePositionPatient for k, name in _FILE_OF_SLICE.items()}
+    pixels = seg.pixel_array  # (frames, rows, columns), bit-unpacked 0/1
+    seen = set()
+    for index, frame in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        uid = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        number = int(frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        k = slice_of[uid]
+        np.testing.assert_allclose([float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient],
+                                   [float(v) for v in positions[k]], atol=1e-3)  # fmt: skip
+        np.testing.assert_array_equal(pixels[index], np.equal(labels[:, :, k].T, number))  # segment n is label n here
+        seen.add((k, number))
+    assert seen == {(k, n) for k in range(3) for n in (1, 2)}
