@@ -102,7 +102,7 @@ def test_2d_outputs_palette_overlay_and_statistics(data_dir, rgb_model_dir, tmp_
         labels = np.asarray(png)
         palette = np.asarray(png.getpalette()[: 3 * len(card.class_names)], np.uint8).reshape(-1, 3)
     assert set(np.unique(labels)) == {0, 1}  # values are the class indices...
-    np.testing.assert_array_equal(palette, hex_to_rgb(resolve_colours(len(card.class_names), card.class_colors)))
+    np.testing.assert_array_equal(palette, hex_to_rgb(resolve_colours(card.class_names, card.class_colors)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.png", "overlay.png", "s.csv", "s.json"]  # no tables for PNG
 
     import tifffile

@@ -88,11 +88,19 @@ def test_names_with_spaces_and_missing_colours(tmp_path: Path) -> None:
     names = {0: "background", 1: 'left "big" kidney', 3: "polyp"}
     slicer_rows = _slicer_rows(write_slicer_colour_table(tmp_path / "t.ctbl", names, None))
     assert [row[0] for row in slicer_rows.values()] == ["background", 'left_"big"_kidney', "polyp"]
-    fallback = tuple(int(c) for c in hex_to_rgb(resolve_colours(4, None))[3])
-    assert slicer_rows[3][1][:3] == fallback and len(set(resolve_colours(9, None)[1:])) == 8
-    itksnap_rows = _itksnap_rows(write_itksnap_labels(tmp_path / "t.txt", names, ["#000000", "#ff0000"]))
-    assert itksnap_rows[1][:2] == ("left 'big' kidney", (255, 0, 0))
-    assert resolve_colours(3, ["#000000", "", "#00ff00"]) == ["#000000", resolve_colours(2, None)[1], "#00ff00"]
+    fallback = tuple(int(c) for c in hex_to_rgb(resolve_colours(names))[3])
+    assert slicer_rows[3][1][:3] == fallback
+    colours = ["#000000", "#ff0000", "#00ff00", "#0000ff"]  # one per value 0..3
+    itksnap_rows = _itksnap_rows(write_itksnap_labels(tmp_path / "t.txt", names, colours))
+    assert itksnap_rows[1][:2] == ("left 'big' kidney", (255, 0, 0)) and itksnap_rows[3][1] == (0, 0, 255)
+
+
+def test_one_colour_rule() -> None:
+    assert resolve_colours(SYNAPSE8_CLASSES) == SYNAPSE8_COLORS  # the Synapse classes keep their colours
+    assert resolve_colours(["bg", "a", "b"], ["#000000", "#ff0000", "#00ff00", "#0000ff"]) == ["#000000", "#ff0000", "#00ff00"]
+    custom = resolve_colours([f"c{v}" for v in range(40)], ["#000000", "#ff0000"])  # too few colours: the fallback
+    assert custom[0] == "#000000" and len(custom) == 40 and len(set(custom[1:17])) == 16
+    assert resolve_colours({0: "bg", 5: "x"})[5] == custom[5]
 
 
 @pytest.mark.parametrize(("name", "stem"), [("a.nii.gz", "a"), ("b.NII", "b"), ("c.nii.gz.nii", "c.nii.gz")])

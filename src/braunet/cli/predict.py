@@ -230,7 +230,7 @@ def _write_outputs(
     from braunet.io.colour_tables import resolve_colours, write_colour_tables
 
     names = list(card.class_names)
-    colours = resolve_colours(len(names), card.class_colors)
+    colours = resolve_colours(names, card.class_colors)
     written = [write_labels(labels, volume, label_path, class_names=dict(enumerate(names)), colours=colours)]
     if not volume.is_2d:
         written.extend(write_colour_tables(label_path, names, colours))

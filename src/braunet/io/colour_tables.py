@@ -10,8 +10,9 @@ beside it. Two are written, one per viewer family:
 * ITK-SNAP label description file (``<stem>_itksnap.txt``): ``IDX R G B A VIS MSH "LABEL"`` per
   line, alpha 0..1 (Segmentation > Import Label Descriptions).
 
-The background (value 0) is listed fully transparent and hidden. Models without colours on their
-card get the Okabe-Ito colours in turn, so every class still has a distinct colour.
+The background (value 0) is listed fully transparent and hidden. :func:`resolve_colours` is the one
+colour rule (files, tables, napari layers): the card's colours when they cover every class, else the
+Synapse colours for the Synapse classes, else Okabe-Ito and more in turn.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from braunet._atomic import write_text
+from braunet.classes import SYNAPSE8_CLASSES, SYNAPSE8_COLORS
 from braunet.io.formats import file_stem
 
 __all__ = [
@@ -34,8 +36,9 @@ __all__ = [
     "write_slicer_colour_table",
 ]
 
-# Okabe-Ito (colour-blind safe), without black: used in turn for classes the card gives no colour.
-_FALLBACK = ("#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7", "#999999")
+# Fallback colours for classes without card colours (Okabe-Ito, colour-blind safe, then more), used in turn.
+_PALETTE = ["#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7", "#8f63c8",
+            "#999999", "#66c2a5", "#fc8d62", "#8da0cb", "#e78ac3", "#a6d854", "#ffd92f", "#e5c494"]  # fmt: skip
 
 
 def hex_to_rgb(colours: Sequence[str]) -> np.ndarray:
@@ -43,14 +46,20 @@ def hex_to_rgb(colours: Sequence[str]) -> np.ndarray:
     return np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in colours], dtype=np.uint8).reshape(-1, 3)
 
 
-def resolve_colours(count: int, colours: Sequence[str] | None) -> list[str]:
-    """``count`` colours, one per class value: the card's where it has one, else a fallback
-    (black for the background, then Okabe-Ito in turn)."""
+def resolve_colours(class_names: Sequence[str] | Mapping[int, str], colours: Sequence[str] | None = None) -> list[str]:
+    """One ``"#rrggbb"`` per class value ``0..max``: ``colours`` (a card's ``class_colors``) when it
+    covers every class; otherwise the Synapse colours for the Synapse classes, else black for the
+    background and :data:`_PALETTE` in turn."""
+    names = dict(class_names) if isinstance(class_names, Mapping) else dict(enumerate(class_names))
+    count = max(names, default=-1) + 1
     given = list(colours or ())
-    return [
-        given[v] if v < len(given) and given[v] else ("#000000" if v == 0 else _FALLBACK[(v - 1) % len(_FALLBACK)])
-        for v in range(count)
-    ]
+    if len(given) >= count:
+        return given[:count]
+    listed = [names.get(value, "") for value in range(count)]
+    fallback = list(SYNAPSE8_COLORS) if listed == SYNAPSE8_CLASSES else ["#000000", *_PALETTE]
+    while len(fallback) < count:
+        fallback += _PALETTE
+    return fallback[:count]
 
 
 def colour_table_paths(label_path: str | PathLike) -> tuple[Path, Path]:
@@ -65,7 +74,7 @@ def write_slicer_colour_table(
 ) -> Path:
     """Write a 3D Slicer discrete colour table (``.ctbl``/``.txt``) for ``class_names``; return ``path``."""
     names = _names(class_names)
-    rgb = hex_to_rgb(resolve_colours(max(names) + 1, colours))
+    rgb = hex_to_rgb(resolve_colours(names, colours))
     lines = ["# Color table file " + Path(path).name, f"# {len(names)} values"]
     for value, name in names.items():
         r, g, b = (int(c) for c in rgb[value])
@@ -78,7 +87,7 @@ def write_itksnap_labels(
 ) -> Path:
     """Write an ITK-SNAP label description file for ``class_names``; return ``path``."""
     names = _names(class_names)
-    rgb = hex_to_rgb(resolve_colours(max(names) + 1, colours))
+    rgb = hex_to_rgb(resolve_colours(names, colours))
     lines = [
         "# ITK-SnAP Label Description File (written by napari-braunet)",
         "# IDX   -R-  -G-  -B-  -A--  VIS MSH  LABEL",

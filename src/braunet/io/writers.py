@@ -49,7 +49,7 @@ def write_labels(
             a PNG text chunk) and read back by :func:`braunet.io.read_class_names`.
         colours: optional ``"#rrggbb"`` per class value (a model card's ``class_colors``): an
             8-bit PNG becomes a palette image in these colours, its values still the class
-            indices (:func:`braunet.io.colour_tables.resolve_colours` fills missing ones).
+            indices (too few colours: :func:`braunet.io.colour_tables.resolve_colours` picks them).
 
     Returns:
         ``path`` as a Path.
@@ -62,7 +62,11 @@ def write_labels(
     target = _target(path, like)
     array = _label_array(labels, like, target)
     if like.is_2d:
-        palette = hex_to_rgb(resolve_colours(256, colours)) if colours is not None else None
+        palette = None
+        if colours is not None:
+            count = max(int(array.max(initial=0)) + 1, max(class_names or {0: ""}) + 1)
+            names = {value: (class_names or {}).get(value, f"class {value}") for value in range(count)}
+            palette = hex_to_rgb(resolve_colours(names, colours))
         return _write(target, partial(save_image_2d, array, class_names=class_names, palette=palette))
     return _write(target, lambda tmp: nifti_image(array, like, class_names=class_names).to_filename(tmp))
 
