@@ -14,7 +14,7 @@ from pathlib import Path
 
 from braunet.errors import OutputError
 
-__all__ = ["atomic_path", "check_writable_target", "write_atomically"]
+__all__ = ["atomic_path", "check_writable_target", "write_atomically", "write_checked", "write_text"]
 
 # reason: mkstemp creates files with mode 0600; outputs should get the usual umask-based mode.
 _UMASK = os.umask(0)
@@ -69,3 +69,25 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> 
     with atomic_path(path) as tmp:
         write(tmp)
     return Path(path)
+
+
+def write_checked(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """:func:`check_writable_target`, then :func:`write_atomically`; return ``path`` as a Path.
+
+    reason: ``os.access`` can say yes where creating the file fails (root in a read-only folder,
+    network file systems), so an OSError while writing becomes one OutputError naming ``path``.
+    """
+    target = check_writable_target(path)
+    try:
+        return write_atomically(target, write)
+    except OSError as error:
+        raise OutputError(f"{target}: cannot write ({error.strerror or error})") from error
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` with :func:`write_checked`."""
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+
+    return write_checked(path, write)

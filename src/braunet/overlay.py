@@ -1,8 +1,9 @@
-"""Label overlays as pictures: CT slices in a display window with coloured organ labels.
+"""Label overlays as pictures: CT slices in a display window, or a 2-D image, with coloured labels.
 
-Used by ``braunet demo`` (and handy in notebooks) to check a segmentation by eye without a viewer.
-Slices are shown as radiologists read them (:mod:`braunet.infer.views`, radiological view): patient's
-right on the left of the picture, anterior at the top.
+Used by ``braunet demo`` and ``braunet predict --overlay`` (and handy in notebooks) to check a
+segmentation by eye without a viewer. CT slices are shown as radiologists read them
+(:mod:`braunet.infer.views`, radiological view): patient's right on the left of the picture,
+anterior at the top.
 """
 
 from __future__ import annotations
@@ -14,13 +15,36 @@ import numpy as np
 from braunet.infer.views import to_view
 from braunet.infer.windows import apply_window
 from braunet.io import Volume, to_canonical
+from braunet.io.colour_tables import hex_to_rgb
 
-__all__ = ["hex_to_rgb", "overlay_slices", "pick_slices"]
+__all__ = ["blend_labels", "overlay_image", "overlay_slices", "pick_slices"]
 
 
-def hex_to_rgb(colors: Sequence[str]) -> np.ndarray:
-    """["#rrggbb", ...] -> (K, 3) uint8."""
-    return np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in colors], dtype=np.uint8)
+def blend_labels(rgb: np.ndarray, labels: np.ndarray, colors: Sequence[str], alpha: float = 0.45) -> np.ndarray:
+    """Blend label colours into a picture.
+
+    Args:
+        rgb: ``(..., 3)`` uint8 picture.
+        labels: its label map, ``rgb.shape[:-1]``; values index ``colors`` (larger ones take the
+            last colour), value 0 is left as it is.
+        colors: "#rrggbb" per label value.
+    Returns:
+        ``(..., 3)`` uint8: ``(1 - alpha) * picture + alpha * colour`` where labelled.
+    """
+    out = rgb.astype(np.float32)
+    palette = hex_to_rgb(colors).astype(np.float32)
+    mask = labels > 0
+    out[mask] = (1 - alpha) * out[mask] + alpha * palette[np.clip(labels[mask], 0, len(palette) - 1)]
+    return out.round().astype(np.uint8)
+
+
+def overlay_image(image: Volume, labels: np.ndarray, colors: Sequence[str], *, alpha: float = 0.45) -> np.ndarray:
+    """A 2-D image (grey or RGB, 8 or 16 bit) with its ``(H, W)`` labels blended in: ``(H, W, 3)`` uint8."""
+    pixels = image.array
+    if pixels.dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)  # reason: the top byte, as viewers show 16-bit images
+    rgb = pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, axis=-1)
+    return blend_labels(rgb, labels, colors, alpha)
 
 
 def pick_slices(labels_canonical: np.ndarray, count: int = 4) -> list[int]:
@@ -54,8 +78,5 @@ def overlay_slices(
     slices = list(slices) if slices is not None else pick_slices(labels_canonical)
     grey = (apply_window(to_view(canonical, slices, "radiological"), window) * 255).astype(np.uint8)
     lab = to_view(labels_canonical, slices, "radiological")
-    rgb = np.repeat(grey[..., None], 3, axis=-1).astype(np.float32)
-    palette = hex_to_rgb(colors).astype(np.float32)
-    mask = lab > 0
-    rgb[mask] = (1 - alpha) * rgb[mask] + alpha * palette[np.clip(lab[mask], 0, len(palette) - 1)]
-    return np.concatenate(list(rgb.round().astype(np.uint8)), axis=1)
+    rgb = blend_labels(np.repeat(grey[..., None], 3, axis=-1), lab, colors, alpha)
+    return np.concatenate(list(rgb), axis=1)

@@ -59,7 +59,9 @@ def test_volume_labels_keep_the_exact_affine_shape_and_codes(ct_path, ct_model_d
     confidence = nib.load(conf)
     assert np.array_equal(confidence.affine, source.affine) and confidence.get_data_dtype() == np.float32
     assert digest(ct_path) == before  # the input is untouched
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["conf.nii.gz", "labels.nii.gz"]  # no temporaries left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [  # no temporaries left
+        "conf.nii.gz", "labels.nii.gz", "labels_ColorTable.ctbl", "labels_itksnap.txt",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("variant", ["lps", "oblique-permuted"])

@@ -93,6 +93,25 @@ def test_ct_sample_organs_where_the_reference_labels_are(make_napari_viewer, qtb
     assert 2 * ((pred == 5) & mirrored).sum() / ((pred == 5).sum() + mirrored.sum()) < 0.5
 
 
+def test_cleanup_checkbox_cleans_the_volume_labels(make_napari_viewer, qtbot, bundled_ct_model):
+    from braunet.cleanup import clean_labels
+
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "ct_abdomen")
+    widget = _segment_widget(viewer)
+    widget.model.value = bundled_ct_model
+    widget.slice_mode.value = "slice range"
+    widget.first.value, widget.last.value = 100, 111
+    _run(qtbot, widget)
+    labels = viewer.layers["CT abdomen segmentation"]
+    raw = labels.data.copy()
+    expected = clean_labels(raw)  # 26-connectivity and hole filling do not depend on axis order or flips
+    assert not np.array_equal(expected, raw)
+    widget.cleanup.value = True
+    _run(qtbot, widget)
+    np.testing.assert_array_equal(labels.data, expected)
+
+
 def test_rerun_on_the_current_slice_is_one_undo_step(make_napari_viewer, qtbot, tiny_ct_checkpoint):
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "ct_abdomen")

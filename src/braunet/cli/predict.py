@@ -4,7 +4,18 @@ One input: OUT is the label file (``.nii.gz``/``.nii`` for a volume, ``.png`` fo
 existing folder. Several inputs: OUT is a folder (created if its parent exists) receiving
 ``<name>_labels.nii.gz`` / ``<name>_labels.png``. Label volumes carry the input's exact affine.
 ``--confidence`` follows the same rules (``<name>_confidence...``): float32 NIfTI for volumes,
-8-bit PNG (255 = probability 1) for images.
+8-bit PNG (255 = probability 1) for images. So do the other optional outputs: ``--dicom-seg``
+(``<name>_seg.dcm``, a DICOM Segmentation referencing the input series; DICOM folder inputs only),
+``--statistics`` (``<name>_statistics.json`` per-organ voxels, mL, mean/std HU and bounding box,
+with the same table as CSV beside it) and ``--overlay`` (``<name>_overlay.png``, the labels over
+the image; for volumes a row of axial slices).
+
+Readable outputs: a 2-D label PNG is a palette image (pixel values are the class indices, shown in
+the model's class colours); beside a NIfTI label map come a 3D Slicer colour table
+(``<name>_ColorTable.ctbl``) and an ITK-SNAP label description file (``<name>_itksnap.txt``), so
+viewers show organ names and colours. ``--cleanup`` keeps the large connected pieces of each organ
+in a volume and fills enclosed holes (off by default: see ``braunet.cleanup`` for its measured
+effect).
 """
 
 from __future__ import annotations
@@ -13,6 +24,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # reason: the CLI imports numpy and the library lazily, so `braunet --help` starts fast
+    import numpy as np
+
+    from braunet.io import Volume
+    from braunet.model import ModelCard
 
 __all__ = ["add_parser", "run"]
 
@@ -45,6 +63,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
     parser.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="slices per batch (default 8)")
     parser.add_argument("--confidence", metavar="PATH", help="also write the per-voxel confidence map here")
+    parser.add_argument(
+        "--dicom-seg", metavar="OUT.dcm",
+        help="also write a DICOM Segmentation that references the input series (DICOM folder inputs only)",
+    )
+    parser.add_argument(
+        "--statistics", metavar="STATS.json",
+        help="also write per-organ voxel counts, volumes (mL), mean/std HU and bounding boxes (JSON, and CSV beside it)",
+    )
+    parser.add_argument("--overlay", metavar="PATH.png", help="also write a picture of the labels over the image")
+    parser.add_argument(
+        "--cleanup", action="store_true",
+        help="3-D clean-up of volume labels: drop small stray pieces of each organ, fill enclosed holes",
+    )
     parser.set_defaults(run=run)
 
 
@@ -79,13 +110,16 @@ def _check_folder(folder: Path) -> None:
 class _Target:
     """Where one kind of output (labels or confidence) goes: a file (one input) or a folder."""
 
-    def __init__(self, text: str, several: bool, tag: str, inputs: tuple[Path, ...]) -> None:
+    def __init__(
+        self, text: str, several: bool, tag: str, inputs: tuple[Path, ...], suffixes: tuple[str, ...] | None = None
+    ) -> None:
         from braunet._atomic import check_writable_target
 
         self.path = Path(text).expanduser()
         self.is_folder = _is_folder_target(self.path, text, several)
         self.tag = tag
         self.inputs = inputs
+        self.suffixes = suffixes  # None: by kind of input (NIfTI for volumes, PNG for images)
         if self.is_folder:
             _check_folder(self.path)
         else:
@@ -96,7 +130,7 @@ class _Target:
         from braunet._atomic import check_writable_target
         from braunet.errors import OutputError
 
-        suffixes = _IMAGE_SUFFIXES if is_2d else _VOLUME_SUFFIXES
+        suffixes = self.suffixes or (_IMAGE_SUFFIXES if is_2d else _VOLUME_SUFFIXES)
         if self.is_folder:
             target = self.path / f"{_stem(source)}_{self.tag}{suffixes[0]}"
             if self.path.is_dir():
@@ -118,18 +152,33 @@ def run(args: argparse.Namespace) -> int:
 
     from braunet.errors import InputError, OutputError
     from braunet.infer import predict
-    from braunet.io import read_image, write_image, write_labels
+    from braunet.io import read_image, write_image
     from braunet.zoo import default_model, resolve_model
 
     inputs = [Path(text).expanduser() for text in args.inputs]
     for path in inputs:
         if not path.exists():
             raise InputError(f"{path}: no such file or folder")
+    if args.dicom_seg:
+        for path in inputs:
+            if not path.is_dir():
+                raise InputError(f"{path}: --dicom-seg needs a DICOM series folder as input, not a file")
     several = len(inputs) > 1
-    labels_target = _Target(args.output, several, "labels", tuple(inputs))
-    conf_target = _Target(args.confidence, several, "confidence", tuple(inputs)) if args.confidence else None
-    if conf_target is not None and conf_target.path.resolve() == labels_target.path.resolve():
-        raise OutputError(f"{conf_target.path}: --confidence must differ from the label output -o")
+    sources = tuple(inputs)
+    labels_target = _Target(args.output, several, "labels", sources)
+    extras = {
+        name: _Target(text, several, tag, sources, suffixes)
+        for name, text, tag, suffixes in (
+            ("confidence", args.confidence, "confidence", None),
+            ("dicom_seg", args.dicom_seg, "seg", (".dcm",)),
+            ("statistics", args.statistics, "statistics", (".json",)),
+            ("overlay", args.overlay, "overlay", (".png",)),
+        )
+        if text
+    }
+    for name, target in extras.items():
+        if target.path.resolve() == labels_target.path.resolve():
+            raise OutputError(f"{target.path}: --{name.replace('_', '-')} must differ from the label output -o")
     if labels_target.is_folder:
         stems = [_stem(p) for p in inputs]
         duplicates = sorted({s for s in stems if stems.count(s) > 1})
@@ -144,9 +193,8 @@ def run(args: argparse.Namespace) -> int:
         if source.ref not in models:
             models[source.ref] = source.load(args.device)
         model, card = models[source.ref]
-        targets = [labels_target.for_input(path, volume.is_2d)]
-        if conf_target is not None:
-            targets.append(conf_target.for_input(path, volume.is_2d))
+        label_path = labels_target.for_input(path, volume.is_2d)
+        paths = {name: target.for_input(path, volume.is_2d) for name, target in extras.items()}
 
         with tqdm(total=1, desc=path.name, unit="slice", disable=None, leave=False, file=sys.stderr) as bar:
             def progress(done: int, total: int) -> None:
@@ -155,16 +203,63 @@ def run(args: argparse.Namespace) -> int:
 
             prediction = predict(
                 model, card, volume, batch_size=args.batch_size, progress=progress,
-                confidence=("uint8" if volume.is_2d else "float32") if conf_target else False,
+                confidence=("uint8" if volume.is_2d else "float32") if "confidence" in extras else False,
             )
-        labels_target.prepare()
-        write_labels(prediction.labels, volume, targets[0], class_names=dict(enumerate(card.class_names)))
-        if conf_target is not None:
-            conf_target.prepare()
-            write_image(_confidence_volume(prediction.confidence, volume), targets[1])
-        shown = ", ".join(str(t) for t in targets)
+        labels = prediction.labels
+        if args.cleanup and not volume.is_2d:
+            from braunet.cleanup import clean_labels
+
+            labels = clean_labels(labels)
+        for target in (labels_target, *extras.values()):
+            target.prepare()
+        written = _write_outputs(labels, volume, card, path, label_path, paths, cleaned=args.cleanup)
+        if "confidence" in paths:
+            written.insert(1, write_image(_confidence_volume(prediction.confidence, volume), paths["confidence"]))
+        shown = ", ".join(str(t) for t in written)
         print(f"{path} -> {shown} ({card.name})")
     return 0
+
+
+def _write_outputs(
+    labels: np.ndarray, volume: Volume, card: ModelCard, source: Path, label_path: Path, paths: dict[str, Path],
+    *, cleaned: bool,
+) -> list[Path]:
+    """Write the label map (palette PNG, or NIfTI with its colour tables) and the optional outputs
+    named in ``paths`` (``dicom_seg``, ``statistics``, ``overlay``); return the written paths."""
+    from braunet.io import write_labels
+    from braunet.io.colour_tables import resolve_colours, write_colour_tables
+
+    names = list(card.class_names)
+    colours = resolve_colours(names, card.class_colors)
+    written = [write_labels(labels, volume, label_path, class_names=dict(enumerate(names)), colours=colours)]
+    if not volume.is_2d:
+        written.extend(write_colour_tables(label_path, names, colours))
+    if "dicom_seg" in paths:
+        from braunet.io.dicom_seg import write_dicom_seg
+
+        written.append(write_dicom_seg(labels, source, names, colours, paths["dicom_seg"],
+                                       model_name=card.name, model_version=card.version))  # fmt: skip
+    if "statistics" in paths:
+        from braunet.stats import label_statistics, write_statistics_csv, write_statistics_json
+
+        hu = not volume.is_2d and card.recipe.kind == "ct"
+        records = label_statistics(labels, volume, names, intensities=hu)
+        about = {
+            "image": str(source), "model": card.name, "model_version": card.version,
+            "spacing_mm": None if volume.is_2d else list(volume.spacing), "intensity": "HU" if hu else None,
+            "cleanup": cleaned and not volume.is_2d,
+        }  # fmt: skip
+        written.append(write_statistics_json(records, paths["statistics"], about=about))
+        written.append(write_statistics_csv(records, paths["statistics"].with_suffix(".csv")))
+    if "overlay" in paths:
+        from PIL import Image
+
+        from braunet._atomic import write_checked
+        from braunet.overlay import overlay_image, overlay_slices
+
+        picture = overlay_image(volume, labels, colours) if volume.is_2d else overlay_slices(volume, labels, colours)
+        written.append(write_checked(paths["overlay"], lambda tmp: Image.fromarray(picture).save(tmp, format="PNG")))
+    return written
 
 
 def _confidence_volume(confidence, like):

@@ -4,7 +4,9 @@ Accepted: grey (H, W) and RGB (H, W, 3), 8- or 16-bit. Documented conversions:
 
 * alpha (RGBA, LA, RGB+alpha TIFF) is dropped, not composited: the stored colour is the image;
   compositing over an arbitrary background would invent pixel values;
-* palette (P) images become RGB (colour lookup), 1-bit images become 0/255 uint8;
+* palette (P) images become RGB (colour lookup), 1-bit images become 0/255 uint8; except label
+  maps written by :func:`braunet.io.write_labels` (a palette PNG with its class-name chunk), which
+  keep their class indices;
 * 16-bit grey PNG/TIFF stays uint16; 8-bit stays uint8;
 * JPEG EXIF orientation is applied, so arrays are "as displayed".
 
@@ -65,7 +67,10 @@ def _read_pillow(path: Path) -> np.ndarray:
             image.load()  # reason: Pillow decodes lazily; truncation only shows here
             if image.format == "PNG":
                 _refuse_16_bit_colour_png(path)
+            is_label_map = image.mode == "P" and _CLASS_NAMES_KEY in image.info
             image = ImageOps.exif_transpose(image)
+            if is_label_map:
+                return np.asarray(image)  # reason: the palette only colours the class indices
             return _pillow_to_array(path, image)
     except InputError:
         raise
@@ -156,10 +161,18 @@ def _checked_pixels(path: Path, array: np.ndarray) -> np.ndarray:
     return np.require(array, requirements=("C_CONTIGUOUS", "WRITEABLE"))
 
 
-def save_image_2d(array: np.ndarray, path: Path, *, class_names: dict[int, str] | None = None) -> None:
+def save_image_2d(
+    array: np.ndarray,
+    path: Path,
+    *,
+    class_names: dict[int, str] | None = None,
+    palette: np.ndarray | None = None,
+) -> None:
     """Write ``(H, W)`` uint8/uint16 or ``(H, W, 3)`` uint8 to ``path`` (PNG), or any of those
     plus uint16 RGB to TIFF; the format comes from ``path``'s suffix. Class names go into a PNG
-    text chunk (TIFF: the ImageDescription tag) as JSON."""
+    text chunk (TIFF: the ImageDescription tag) as JSON. ``palette`` (``(K, 3)`` uint8, K <= 256)
+    makes a ``(H, W)`` uint8 PNG a palette image: the pixel values stay as they are and viewers
+    show value v in colour ``palette[v]`` (TIFF and 16-bit arrays ignore it)."""
     text = json.dumps({_CLASS_NAMES_KEY: {str(k): v for k, v in sorted(class_names.items())}}) if class_names else None
     if TIFF.matches(path):
         photometric = "rgb" if array.ndim == 3 else "minisblack"
@@ -168,7 +181,12 @@ def save_image_2d(array: np.ndarray, path: Path, *, class_names: dict[int, str] 
     info = PngImagePlugin.PngInfo()
     if text:
         info.add_text(_CLASS_NAMES_KEY, text)
-    Image.fromarray(array).save(path, format="PNG", pnginfo=info)
+    image = Image.fromarray(array)
+    if palette is not None and array.ndim == 2 and array.dtype == np.uint8:
+        colours = np.zeros((256, 3), np.uint8)
+        colours[: len(palette)] = palette[:256]
+        image.putpalette(colours.ravel().tolist())  # reason: on an "L" image this makes it "P", values kept
+    image.save(path, format="PNG", pnginfo=info)
 
 
 def read_2d_class_names(path: str | PathLike) -> dict[int, str] | None:

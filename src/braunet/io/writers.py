@@ -8,7 +8,7 @@ never damages an existing file. Volumes become NIfTI on exactly the source grid 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from os import PathLike
 from pathlib import Path
@@ -17,6 +17,7 @@ import numpy as np
 
 from braunet._atomic import atomic_path, check_writable_target
 from braunet.errors import InputError, OutputError
+from braunet.io.colour_tables import hex_to_rgb, resolve_colours
 from braunet.io.formats import NIFTI, suffixes
 from braunet.io.image2d import save_image_2d
 from braunet.io.nifti import is_nifti_path, nifti_image
@@ -29,7 +30,12 @@ _NIFTI_DTYPES = frozenset("bBhHiIlLqQfd")  # reason: numpy type chars NIfTI-1 ca
 
 
 def write_labels(
-    labels: np.ndarray, like: Volume, path: str | PathLike, *, class_names: dict[int, str] | None = None
+    labels: np.ndarray,
+    like: Volume,
+    path: str | PathLike,
+    *,
+    class_names: dict[int, str] | None = None,
+    colours: Sequence[str] | None = None,
 ) -> Path:
     """Write an integer label map on ``like``'s grid.
 
@@ -41,6 +47,9 @@ def write_labels(
         path: ``.nii``/``.nii.gz`` for volumes, ``.png``/``.tif``/``.tiff`` for 2-D images.
         class_names: optional ``{value: name}``, stored in the file (a NIfTI comment extension,
             a PNG text chunk) and read back by :func:`braunet.io.read_class_names`.
+        colours: optional ``"#rrggbb"`` per class value (a model card's ``class_colors``): an
+            8-bit PNG becomes a palette image in these colours, its values still the class
+            indices (too few colours: :func:`braunet.io.colour_tables.resolve_colours` picks them).
 
     Returns:
         ``path`` as a Path.
@@ -53,7 +62,12 @@ def write_labels(
     target = _target(path, like)
     array = _label_array(labels, like, target)
     if like.is_2d:
-        return _write(target, partial(save_image_2d, array, class_names=class_names))
+        palette = None
+        if colours is not None:
+            count = max(int(array.max(initial=0)) + 1, max(class_names or {0: ""}) + 1)
+            names = {value: (class_names or {}).get(value, f"class {value}") for value in range(count)}
+            palette = hex_to_rgb(resolve_colours(names, colours))
+        return _write(target, partial(save_image_2d, array, class_names=class_names, palette=palette))
     return _write(target, lambda tmp: nifti_image(array, like, class_names=class_names).to_filename(tmp))
 
 

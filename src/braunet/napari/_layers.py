@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from braunet.io import Volume
+from braunet.io.colour_tables import resolve_colours
 from braunet.napari._geometry import METADATA_KEY, LayerGeometry, layer_from_source, volume_to_layer
 
 __all__ = [
@@ -26,9 +27,6 @@ __all__ = [
 ]
 
 CLASS_NAMES_KEY = "braunet_class_names"
-# Fallback colours when a model card or file names classes without colours (Okabe-Ito, then more).
-_PALETTE = ["#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7", "#8f63c8",
-            "#999999", "#66c2a5", "#fc8d62", "#8da0cb", "#e78ac3", "#a6d854", "#ffd92f", "#e5c494"]  # fmt: skip
 DEFAULT_CT_WINDOW = "abdomen"
 
 
@@ -43,14 +41,9 @@ def looks_like_ct(volume: Volume) -> bool:
 
 
 def label_colormap(class_names: Sequence[str], class_colors: Sequence[str] = ()) -> dict:
-    """napari ``colormap`` dict {label: colour}: background and unknown labels transparent."""
-    colors = list(class_colors) if len(class_colors) >= len(class_names) else []
-    if not colors:
-        from braunet.classes import SYNAPSE8_CLASSES, SYNAPSE8_COLORS
-
-        colors = SYNAPSE8_COLORS if list(class_names) == SYNAPSE8_CLASSES else ["#000000"] + _PALETTE
-        while len(colors) < len(class_names):
-            colors = colors + _PALETTE
+    """napari ``colormap`` dict {label: colour}: background and unknown labels transparent; colours
+    by :func:`braunet.io.colour_tables.resolve_colours`, as in the files braunet writes."""
+    colors = resolve_colours(class_names, class_colors)
     mapping: dict[Any, Any] = {None: "transparent", 0: "transparent"}
     mapping.update({value: colors[value] for value in range(1, len(class_names))})
     return mapping

@@ -101,13 +101,15 @@ class SegmentWidget(Container):
         self.last = SpinBox(label="to slice", min=0, max=100_000, value=0)
         self.batch_size = SpinBox(label="batch size", min=1, max=256, value=8)
         self.confidence = CheckBox(label="confidence layer", value=False)
+        self.cleanup = CheckBox(label="3-D clean-up", value=False,
+                                tooltip="volumes: drop small stray pieces of each organ and fill enclosed holes")
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self.status = Label(value="")
         super().__init__(widgets=[
             self.image, self.model, self.checkpoint, self.official, self.device, self.window, self.slice_mode,
-            self.first, self.last, self.batch_size, self.confidence,
+            self.first, self.last, self.batch_size, self.confidence, self.cleanup,
             Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
             self.progress, self.status,
         ])  # fmt: skip
@@ -250,6 +252,7 @@ class SegmentWidget(Container):
         data = layer.data
         slices = self.slices_to_run()
         device, batch_size, confidence = self.device.value, int(self.batch_size.value), bool(self.confidence.value)
+        cleanup = bool(self.cleanup.value)
         store = self.store
 
         def work(progress, should_stop):
@@ -257,7 +260,12 @@ class SegmentWidget(Container):
             volume = layer_volume(np.asarray(data), geometry)
             prediction = predict(model, card, volume, slices=slices, batch_size=batch_size, device=device,
                                  confidence=confidence, progress=progress, should_stop=should_stop)  # fmt: skip
-            labels = layer_from_source(prediction.labels, geometry)
+            source_labels = prediction.labels
+            if cleanup and source_labels.ndim == 3:
+                from braunet.cleanup import clean_labels
+
+                source_labels = clean_labels(source_labels)
+            labels = layer_from_source(source_labels, geometry)
             conf = None if prediction.confidence is None else layer_from_source(prediction.confidence, geometry)
             return labels, conf, card
 
