@@ -1,4 +1,4 @@
-"""Small pieces the dock widgets share: layer pickers, the current slice, layer lookup."""
+"""Small pieces the dock widgets share: layer and model pickers, the current slice, layer lookup, collapsible parts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from magicgui.widgets import ComboBox
 from braunet.napari._geometry import LayerGeometry, geometry_from_layer_state
 
 __all__ = [
-    "OVERLAY_KEY", "connect_while_alive", "current_slice", "layer_combo", "layer_geometry", "wrap_labels",
+    "OVERLAY_KEY", "collapsible", "connect_while_alive", "current_slice", "layer_combo", "layer_geometry",
+    "add_native", "model_combo", "wrap_labels",
 ]  # fmt: skip
 
 OVERLAY_KEY = "braunet_overlay"  # metadata flag of derived layers (confidence, routing heatmap): not offered as inputs
@@ -53,6 +54,67 @@ def layer_combo(viewer: Any, layer_type: type, label: str, *, nullable: bool = F
     for layer in viewer.layers:
         layer.events.name.connect(refresh)
     return combo
+
+
+def model_combo(store: Any, *, label: str = "model", follow_adopted: bool = True, tooltip: str = "") -> ComboBox:
+    """A ComboBox of ``store``'s models holding this widget's own choice.
+
+    It starts on :meth:`ModelStore.default_key` (the model last chosen anywhere), keeps its value when
+    other widgets add or choose models (the list is refreshed), and, with ``follow_adopted``, moves
+    to the new version when Accept or Rollback replaces the model it shows.
+    """
+    combo = ComboBox(label=label, choices=lambda _w: store.keys() or [""], tooltip=tooltip or None)
+    default = store.default_key()
+    if default:
+        combo.value = default
+
+    def refresh() -> None:
+        with contextlib.suppress(RuntimeError):  # the widget was deleted
+            combo.reset_choices()
+
+    def adopted(new: str, old: str) -> None:
+        with contextlib.suppress(RuntimeError):
+            combo.reset_choices()
+            if combo.value == old and new in store.keys():
+                combo.value = new
+
+    connect_while_alive(combo.native, store.changed, refresh)
+    if follow_adopted:
+        connect_while_alive(combo.native, store.adopted, adopted)
+    combo.changed.connect(store.note_choice)
+    return combo
+
+
+def collapsible(title: str, *widgets: Any, expanded: bool = False) -> Any:
+    """A collapsible section (superqt ``QCollapsible``) holding magicgui ``widgets`` as labelled rows.
+
+    Why: the three docks together must fit a 1000 px tall window; options a user rarely changes
+    fold away. Returns the QWidget to put into a Container's layout; the widgets keep working
+    (and stay attributes of their dock) while folded.
+    """
+    from magicgui.widgets import Container
+    from superqt import QCollapsible
+
+    section = QCollapsible(title)
+    section.addWidget(Container(widgets=list(widgets)).native)
+    section.layout().setContentsMargins(0, 0, 0, 0)
+    if expanded:
+        section.expand(animate=False)
+    else:
+        section.collapse(animate=False)
+    return section
+
+
+def add_native(container: Any, qwidget: Any, after: Any = None) -> None:
+    """Insert a plain QWidget into a magicgui Container's layout (after the row of ``after``, else last)."""
+    layout = container.native.layout()
+    if after is None:
+        layout.addWidget(qwidget)
+        return
+    row = after.native
+    while row.parentWidget() is not None and row.parentWidget() is not container.native:
+        row = row.parentWidget()  # magicgui wraps labelled widgets in a row
+    layout.insertWidget(layout.indexOf(row) + 1, qwidget)
 
 
 def wrap_labels(*labels: Any) -> None:
