@@ -48,7 +48,15 @@ from braunet.napari._jobs import Job
 from braunet.napari._layers import EditRecord
 from braunet.napari._loss_curve import LossCurve
 from braunet.napari._store import ModelStore
-from braunet.napari._widget_tools import add_native, collapsible, connect_while_alive, layer_combo, model_combo, wrap_labels
+from braunet.napari._widget_tools import (
+    add_native,
+    collapsible,
+    compact,
+    connect_while_alive,
+    layer_combo,
+    model_combo,
+    wrap_labels,
+)  # fmt: skip
 
 __all__ = ["FinetuneWidget", "warm_up_training"]
 
@@ -136,7 +144,9 @@ class FinetuneWidget(Container):
         add_native(self, self.loss_curve, after=self.progress)
         self.class_table = _class_table()
         add_native(self, self.class_table, after=self.dice)
-        self.slices.native.setMaximumHeight(90)
+        self.slices.native.setMaximumHeight(72)
+        self.loss_curve.setMinimumHeight(56)
+        compact(self)
         self.slices.native.setStyleSheet(_SELECTED_STYLE)
         wrap_labels(self.status, self.dice)
 
@@ -428,18 +438,24 @@ class FinetuneWidget(Container):
         return folder
 
 
-def _start_warm_up(parent: Any) -> Any:
-    """Warm up training in a napari thread worker once the event loop runs (never on the GUI thread)."""
-    if _warmed.is_set():
-        return None
-    from napari.qt.threading import create_worker
+_warm_up_thread: threading.Thread | None = None
 
-    worker = create_worker(warm_up_training, _start_thread=False)
+
+def _start_warm_up(parent: Any) -> threading.Thread | None:
+    """Warm up training on a daemon thread once the event loop runs (never on the GUI thread).
+
+    A plain thread, not a napari worker: it reports nothing, and a Qt signal object could be gone
+    when it ends (a viewer closed meanwhile).
+    """
+    global _warm_up_thread
+    if _warmed.is_set() or _warm_up_thread is not None:
+        return _warm_up_thread
+    thread = _warm_up_thread = threading.Thread(target=warm_up_training, name="braunet-warm-up", daemon=True)
     timer = QTimer(parent)  # reason: a child timer never fires into a closed widget
     timer.setSingleShot(True)
-    timer.timeout.connect(worker.start)
+    timer.timeout.connect(lambda: thread.ident is None and thread.start())  # started once
     timer.start(0)
-    return worker
+    return thread
 
 
 def _class_table() -> Any:

@@ -55,6 +55,19 @@ def block_label(name: str, module: Any) -> str:
     return f"{where} · top-{module.topk} of {module.n_win**2}"
 
 
+def _architecture(store: ModelStore, key: str) -> Any:
+    """``key``'s network without weights (on PyTorch's meta device: no memory, no init cost)."""
+    import torch
+
+    from braunet.model import BRAUNet
+
+    entry = store.entry(key)
+    if entry.model is not None:
+        return entry.model
+    with torch.device("meta"):
+        return BRAUNet(entry.source.card.config)
+
+
 class RoutingWidget(Container):
     """Image + model + BRA block; click on the image to inspect a window's routing."""
 
@@ -115,8 +128,8 @@ class RoutingWidget(Container):
         key = key or self.store.default_key()
         if not key:
             return []
-        try:
-            model, _ = self.private_model(key)
+        try:  # reason: the block list needs the architecture only; loading weights here stalled the GUI ~1 s
+            model = _architecture(self.store, key)
         except Exception as error:  # noqa: BLE001 (shown to the user; the list just stays empty)
             self.status.value = f"{key}: {error}"
             return []

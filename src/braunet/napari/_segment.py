@@ -34,6 +34,7 @@ from braunet.napari._store import ModelStore
 from braunet.napari._widget_tools import (
     OVERLAY_KEY,
     collapsible,
+    compact,
     current_slice,
     layer_combo,
     layer_geometry,
@@ -110,7 +111,8 @@ class SegmentWidget(Container):
         self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self.status = Label(value="")
         super().__init__(widgets=[
-            self.image, self.model, self.model_hint, self.slice_mode, self.first, self.last, self.overwrite,
+            self.image, self.model, self.model_hint, self.slice_mode,
+            Container(widgets=[self.first, self.last], layout="horizontal", labels=True), self.overwrite,
             Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
             self.progress, self.status,
         ])  # fmt: skip
@@ -118,6 +120,7 @@ class SegmentWidget(Container):
         self.more_options = collapsible("More options", self.checkpoint, self.official, self.device, self.window,
                                    self.batch_size, self.confidence)  # fmt: skip
         self.native.layout().insertWidget(3, self.more_options)
+        compact(self)
         self.job: Job | None = None
         self.last_output: Any = None
         wrap_labels(self.status, self.model_hint)
@@ -188,38 +191,41 @@ class SegmentWidget(Container):
         self._update_range_enabled()
 
     def _match_model(self, layer: Any, kind: str) -> None:
-        """Choose the model for a newly chosen image: a sample's own model; else keep a model of
-        the right kind (CT or RGB), or switch to the bundled default of that kind."""
+        """If this widget's model segments the other kind of image (CT or RGB), switch to the
+        image's sample model (:func:`braunet.zoo.default_model`), else the bundled default of that kind."""
         from braunet.zoo import default_model
 
+        current = self.model.value
+        if current and current in self.store.keys() and self.store.kind(current) in (kind, None):
+            return
         sample = (layer.metadata.get("braunet_sample") or {}).get("key")
         input_kind = "volume" if kind == "ct" else "image"
-        current = self.model.value
-        if sample is not None:
-            names = [default_model(input_kind, sample)]
-        elif current and self.store.kind(current) in (kind, None):
-            return
-        else:
-            names = [default_model(input_kind)]
-        for name in names:
-            if name in self.store.keys() and self.store.kind(name) == kind and name != current:
+        for name in (default_model(input_kind, sample), default_model(input_kind)):
+            if name in self.store.keys() and self.store.kind(name) == kind:
                 self._choose(name)
                 return
 
     def _update_hint(self, value: Any = None) -> None:
-        """Under the model list: what the model segments, and for a 2-D image not from a sample, the
-        other models of that kind (a polyp model on a skin photograph is wrong without an error)."""
+        """Under the model list: what the model segments and, for a 2-D image, which other model
+        fits better (a sample's own model) or exists (a polyp model on a skin photograph is wrong
+        without any error)."""
+        from braunet.zoo import default_model
+
         key, layer = self.model.value, self.image.value
         if not key or key not in self.store.keys():
             self.model_hint.value = ""
             return
         text = f"Runs {key}: {self.store.describe(key)}."
-        rgb = layer is not None and (getattr(layer, "rgb", False) or layer.ndim == 2)
-        if rgb and not (layer.metadata.get("braunet_sample") or {}).get("key"):
-            others = [k for k in self.store.keys() if k != key and self.store.kind(k) == "rgb"
-                      and self.store.entry(k).parent is None and "[" not in k]  # fmt: skip
-            if others:
-                text = f"{text} Another kind of image? Choose {' or '.join(others[:2])}."
+        if layer is not None and (getattr(layer, "rgb", False) or layer.ndim == 2):
+            sample = (layer.metadata.get("braunet_sample") or {}).get("key")
+            own = default_model("image", sample) if sample else None
+            if own and own != key and own in self.store.keys():
+                text += f" This sample's own model is {own}."
+            elif not sample:
+                others = [k for k in self.store.keys() if k != key and self.store.kind(k) == "rgb"
+                          and self.store.entry(k).parent is None and "[" not in k]  # fmt: skip
+                if others:
+                    text += f" Another kind of image? Choose {' or '.join(others[:2])}."
         self.model_hint.value = text
 
     def _update_range_enabled(self, value: Any = None) -> None:

@@ -12,7 +12,7 @@ from braunet.napari._geometry import LayerGeometry, geometry_from_layer_state
 
 __all__ = [
     "OVERLAY_KEY", "collapsible", "connect_while_alive", "current_slice", "layer_combo", "layer_geometry",
-    "add_native", "model_combo", "wrap_labels",
+    "add_native", "compact", "model_combo", "wrap_labels",
 ]  # fmt: skip
 
 OVERLAY_KEY = "braunet_overlay"  # metadata flag of derived layers (confidence, routing heatmap): not offered as inputs
@@ -115,6 +115,19 @@ def add_native(container: Any, qwidget: Any, after: Any = None) -> None:
     while row.parentWidget() is not None and row.parentWidget() is not container.native:
         row = row.parentWidget()  # magicgui wraps labelled widgets in a row
     layout.insertWidget(layout.indexOf(row) + 1, qwidget)
+
+
+def compact(container: Any, *, margin: int = 4, spacing: int = 3) -> None:
+    """Tighten a dock's layout and its nested rows (magicgui's 9 px margins, 6 px spacing add up:
+    the three docks together must fit a 1000 px tall window)."""
+    from magicgui.widgets import Container
+
+    layout = container.native.layout()
+    layout.setContentsMargins(margin, margin, margin, margin)
+    layout.setSpacing(spacing)
+    for widget in container:
+        if isinstance(widget, Container):
+            widget.native.layout().setContentsMargins(0, 0, 0, 0)
 
 
 def wrap_labels(*labels: Any) -> None:
