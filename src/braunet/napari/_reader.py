@@ -87,9 +87,9 @@ def looks_like_labels(path: Path, volume: Any) -> bool:
     if low < 0 or high > 65535:
         return False
     if array.dtype.kind in "iu":
-        if high < 4096:  # reason: bincount is linear in voxels; np.unique would sort them
-            if np.count_nonzero(np.bincount(array.ravel().astype(np.intp, copy=False))) <= MAX_LABEL_VALUES:
-                return True
+        # reason: bincount is linear in voxels; np.unique would sort them
+        if high < 4096 and np.count_nonzero(np.bincount(array.ravel().astype(np.intp))) <= MAX_LABEL_VALUES:
+            return True
         return bool(_LABEL_NAME.search(file_stem(path)))
     return bool(_LABEL_NAME.search(file_stem(path))) and bool(np.all(array == np.rint(array)))
 
