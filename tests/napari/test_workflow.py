@@ -73,9 +73,16 @@ def test_finetune_opened_after_the_edits_selects_and_trains_them(make_napari_vie
     assert np.mean([c.dice_before for c in result.per_class]) == pytest.approx(result.dice_before)
     table = finetune.class_table
     assert table.isVisibleTo(finetune.native) and table.rowCount() == len(result.per_class)
-    assert table.horizontalHeaderItem(3).text() == "HD95 (mm) before"
+    assert table.horizontalHeaderItem(2).text() == "HD95 (mm) before → after"
     first = result.per_class[0]
-    assert table.item(0, 0).text() == first.name and table.item(0, 1).text() == f"{first.dice_before:.3f}"
+    assert table.item(0, 0).text() == first.name
+    assert table.item(0, 1).text() == f"{first.dice_before:.3f} → {first.dice_after:.3f}"
+
+    # With the result shown, the three docks still fit a 1000 px tall window (each at its minimum height).
+    _, routing = viewer.window.add_plugin_dock_widget(PLUGIN, "Routing explorer")
+    docks = [widget.native.parentWidget() for widget in (segment, finetune, routing)]
+    assert sum(dock.minimumSizeHint().height() for dock in docks) <= 1000 - 47, [
+        dock.minimumSizeHint().height() for dock in docks]
     print("per class:", [(c.name, round(c.dice_before, 3), round(c.dice_after, 3), round(c.hd95_before, 1))
                          for c in result.per_class])
 

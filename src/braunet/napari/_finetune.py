@@ -145,6 +145,7 @@ class FinetuneWidget(Container):
         self.class_table = _class_table()
         add_native(self, self.class_table, after=self.dice)
         self.slices.native.setMaximumHeight(72)
+        self.slices.native.setMinimumHeight(44)
         self.loss_curve.setMinimumHeight(56)
         compact(self)
         self.slices.native.setStyleSheet(_SELECTED_STYLE)
@@ -459,24 +460,26 @@ def _start_warm_up(parent: Any) -> threading.Thread | None:
 
 
 def _class_table() -> Any:
-    """A small read-only table: class | Dice before | after | HD95 before | after (hidden until a result)."""
+    """A small read-only table: class | Dice before → after | HD95 before → after (hidden until a result)."""
     from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget
 
-    table = QTableWidget(0, 5)
+    table = QTableWidget(0, 3)
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
     table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
     table.verticalHeader().setVisible(False)
+    table.verticalHeader().setDefaultSectionSize(20)
     table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-    table.setMaximumHeight(150)
+    table.setMaximumHeight(130)
+    table.setMinimumHeight(44)
     table.setVisible(False)
     return table
 
 
 def _fill_class_table(table: Any, changes: list[Any], unit: str) -> None:
-    """One row per class of ``FinetuneResult.per_class``; an improved value is bold."""
+    """One row per class of ``FinetuneResult.per_class``; a cell whose value improved is bold."""
     from qtpy.QtWidgets import QTableWidgetItem
 
-    table.setHorizontalHeaderLabels(["class", "Dice before", "after", f"HD95 ({unit}) before", "after"])
+    table.setHorizontalHeaderLabels(["class", "Dice before → after", f"HD95 ({unit}) before → after"])
     table.setRowCount(len(changes))
 
     def cell(text: str, bold: bool = False) -> Any:
@@ -486,14 +489,14 @@ def _fill_class_table(table: Any, changes: list[Any], unit: str) -> None:
         item.setFont(font)
         return item
 
-    def mm(value: float) -> str:
+    def distance(value: float) -> str:
         return "–" if np.isnan(value) else f"{value:.1f}"
 
     for row, change in enumerate(changes):
         hd_better = not np.isnan(change.hd95_after) and (np.isnan(change.hd95_before)
                                                           or change.hd95_after < change.hd95_before)  # fmt: skip
-        for col, item in enumerate((cell(change.name), cell(f"{change.dice_before:.3f}"),
-                                    cell(f"{change.dice_after:.3f}", change.dice_after > change.dice_before),
-                                    cell(mm(change.hd95_before)), cell(mm(change.hd95_after), hd_better))):  # fmt: skip
-            table.setItem(row, col, item)
+        table.setItem(row, 0, cell(change.name))
+        table.setItem(row, 1, cell(f"{change.dice_before:.3f} → {change.dice_after:.3f}",
+                                   change.dice_after > change.dice_before))  # fmt: skip
+        table.setItem(row, 2, cell(f"{distance(change.hd95_before)} → {distance(change.hd95_after)}", hd_better))
     table.setVisible(bool(changes))

@@ -131,9 +131,14 @@ def compact(container: Any, *, margin: int = 4, spacing: int = 3) -> None:
 
 
 def wrap_labels(*labels: Any) -> None:
-    """Let long status texts wrap instead of widening the dock (and squeezing the canvas)."""
+    """Let long status texts wrap instead of widening the dock (and squeezing the canvas).
+
+    Their minimum height is one line: a wrapped label's own minimum is its text at the narrowest
+    width (five lines for a long status), which kept the three docks from fitting a 1000 px window.
+    """
     for label in labels:
         label.native.setWordWrap(True)
+        label.native.setMinimumHeight(label.native.fontMetrics().height())
 
 
 def layer_geometry(layer: Any) -> LayerGeometry:
