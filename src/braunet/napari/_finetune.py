@@ -45,7 +45,7 @@ from qtpy.QtCore import QTimer
 from braunet.infer.views import convert_view
 from braunet.napari._geometry import METADATA_KEY
 from braunet.napari._jobs import Job
-from braunet.napari._layers import EditRecord
+from braunet.napari._layers import EDITS_KEY, EditRecord
 from braunet.napari._loss_curve import LossCurve
 from braunet.napari._store import ModelStore
 from braunet.napari._widget_tools import (
@@ -188,12 +188,14 @@ class FinetuneWidget(Container):
         sample's reference labels; keep the current choice if it is such a layer. True if one was chosen."""
         from napari.layers import Labels
 
-        def score(layer: Any) -> tuple[int, int]:
-            record = EditRecord.of(layer)
-            return (record.model is not None, len(record.edited_slices(layer.data)))
+        def score(layer: Any) -> tuple[bool, int]:
+            record = layer.metadata.get(EDITS_KEY)  # read only: a record costs a copy of the labels
+            if not isinstance(record, EditRecord) or record.model is None:
+                return (False, 0)
+            return (True, len(record.edited_slices(layer.data)))
 
         current = self.corrected.value
-        if current is not None and EditRecord.of(current).model is not None:
+        if current is not None and score(current)[0]:
             return False
         layers = [layer for layer in self.viewer.layers if isinstance(layer, Labels) and layer in self._labels_choices()]
         best = max(layers, key=score, default=None)
