@@ -58,8 +58,9 @@ def test_edited_slices_follow_paint_undo_and_new_predictions(make_napari_viewer,
     finetune.slices.value = [62, 65]
     labels.undo()
     qtbot.waitUntil(lambda: finetune.slices.value == [62], timeout=3_000)
-    # A new prediction of slice 62 replaces the edit: nothing is left to learn from.
+    # A new prediction of slice 62, asked to overwrite corrections, replaces the edit: nothing is left to learn from.
     segment.slice_mode.value = "current slice"
+    segment.overwrite.value = True
     job = segment.run()
     qtbot.waitUntil(lambda: not job.running, timeout=60_000)
     qtbot.waitUntil(lambda: finetune.slices.value == [], timeout=3_000)
@@ -73,7 +74,7 @@ def test_finetune_accept_rollback_save(make_napari_viewer, qtbot, tmp_path, bund
     corrected = [100]  # one slice of the upper abdomen: a quarter of its blocks is held back
     _correct(viewer.layers["CT abdomen segmentation"], viewer.layers["CT abdomen reference labels"], corrected)
     qtbot.waitUntil(lambda: finetune.slices.value == corrected, timeout=3_000)
-    parent_key = segment.store.current
+    parent_key = segment.model.value
     parent_weights = {k: v.clone() for k, v in segment.store.load(parent_key)[0].state_dict().items()}
     finetune.time_budget.value = 600.0  # a fixed number of steps: the same round on any machine
     finetune.max_steps.value = 6
@@ -94,7 +95,7 @@ def test_finetune_accept_rollback_save(make_napari_viewer, qtbot, tmp_path, bund
 
     # Accept: the new version becomes the Segment widget's model.
     new_key = finetune.accept()
-    assert segment.store.current == new_key and segment.model.value == new_key
+    assert finetune.model.value == new_key and segment.model.value == new_key
     new_model, new_card = segment.store.load(new_key)
     assert new_card.version == 2 and new_card.parent == "ct-abdomen-8@1"
     assert any(not torch.equal(new_model.state_dict()[k], v) for k, v in parent_weights.items())

@@ -124,11 +124,13 @@ def test_rerun_on_the_current_slice_is_one_undo_step(make_napari_viewer, qtbot, 
     predicted = labels.data.copy()
     assert predicted[60:64].any()
 
-    # The user erases slice 61; running "current slice" there paints the prediction back...
+    # The user erases slice 61; running "current slice" there, asked to overwrite corrections, paints the
+    # prediction back...
     erased = np.nonzero(labels.data[61])
     labels.data_setitem((np.full(erased[0].size, 61),) + erased, 0)
     viewer.dims.set_point(0, labels.data_to_world((61, 0, 0))[0])
     widget.slice_mode.value = "current slice"
+    widget.overwrite.value = True
     assert widget.slices_to_run() == [61]
     _run(qtbot, widget)
     np.testing.assert_array_equal(labels.data, predicted)

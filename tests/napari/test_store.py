@@ -24,7 +24,7 @@ def test_gui_saved_version_is_a_command_line_model(tiny_rgb_checkpoint, model_li
     store = ModelStore()
     store.add_known_models()
     assert {"ct-abdomen-8", "polyp", "skin-lesion"} <= set(store.keys())
-    parent_key = store.add_source(str(tiny_rgb_checkpoint), select=True)
+    parent_key = store.add_source(str(tiny_rgb_checkpoint))
     model, card = store.load(parent_key)
     child = copy.deepcopy(card)
     child.version, child.parent = 2, "tiny-rgb@1"
@@ -80,12 +80,12 @@ def test_segment_widget_accepts_an_official_checkpoint(make_napari_viewer, tmp_p
     viewer = make_napari_viewer()
     _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
     segment.official.value = pth
-    key = segment.store.current
+    key = segment.model.value
     assert key == "official-epoch_399@1" and segment.model.value == key
     folder = model_library / "official-epoch_399" / "v1"
     assert segment.store.entry(key).source.folder == folder and str(folder) in segment.status.value
     assert read_card(folder).provenance["sha256"] and segment.store.kind(key) == "ct"
     assert resolve_model("official-epoch_399@1").folder == folder  # usable on the command line too
     segment.official.value = tmp_path / "missing.pth"
-    assert "not found" in segment.status.value and segment.store.current == key
+    assert "not found" in segment.status.value and segment.model.value == key
     assert not (model_library / "official-missing").exists()

@@ -227,3 +227,29 @@ def test_one_corrected_slice_trains_without_its_held_back_blocks(frames, parent,
     hidden = [1 - v.float().mean().item() for v in seen]  # augmentation moves the blocks, not their share
     assert all(0.05 < h < 0.5 for h in hidden), hidden
     assert result.accepted == (result.dice_after > result.dice_before)
+
+
+def test_per_class_dice_and_hd95_before_and_after(frames, parent):
+    """Each class's held-back Dice (its mean is the round's Dice) and HD95, in pixels or, given the
+    slices' pixel spacing, in mm: the same round with 2 mm pixels reports exactly twice the distances."""
+    import dataclasses
+
+    from braunet.train.metrics import hd95
+
+    model, card = parent
+    images, labels = frames
+    plain = finetune(model, card, images, labels, time_budget_s=600, max_steps=1, anchors=SliceSet(), seed=0)
+    assert plain.hd95_unit == "px" and [c.name for c in plain.per_class] == ["polyp"]
+    polyp = plain.per_class[0]
+    assert polyp.dice_before == pytest.approx(plain.dice_before) and polyp.dice_after == pytest.approx(plain.dice_after)
+    spaced = finetune(model, card, images, labels, time_budget_s=600, max_steps=1, anchors=SliceSet(), seed=0,
+                      spacing=[(2.0, 2.0)] * len(images))
+    assert spaced.hd95_unit == "mm"
+    assert spaced.per_class[0].hd95_before == pytest.approx(2 * polyp.hd95_before, nan_ok=True)
+    assert spaced.per_class[0].dice_before == pytest.approx(polyp.dice_before)
+    summary = polyp.to_dict()
+    assert set(summary) == {"dice_before", "dice_after", "hd95_before", "hd95_after"}
+    assert np.isnan(hd95(np.zeros((4, 4), bool), np.eye(4, dtype=bool), (1.0, 1.0)))  # undefined stays undefined:
+    assert dataclasses.replace(polyp, hd95_before=float("nan")).to_dict()["hd95_before"] is None  # JSON null, not NaN
+    with pytest.raises(InputError, match="pixel spacings"):
+        finetune(model, card, images, labels, time_budget_s=600, max_steps=1, spacing=[(1.0, 1.0)])

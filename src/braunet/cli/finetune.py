@@ -7,7 +7,9 @@ slice: that share of its 8 x 8 blocks); the model is trained on the rest for --t
 and after. If the Dice improves, the new version (card: version + 1, parent NAME@VERSION) is saved
 in the model library ($BRAUNET_MODELS_DIR, default ~/.braunet/models) as NAME@VERSION, the same
 place the napari Fine-tune widget saves to, or to --out DIR; otherwise nothing is written, the
-reason is printed, and the exit code is 0 (--require-improvement makes it 3).
+reason is printed, and the exit code is 0 (--require-improvement makes it 3). Each class's Dice and
+HD95 on the held-back slices are printed before -> after (HD95 in mm for volumes, in pixels for 2-D
+images; --json: ``per_class`` and ``hd95_unit``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "class_table", "run"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -77,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
             model, card, slices.images, slices.labels, mode=args.mode, time_budget_s=args.time_budget,
             holdback=args.holdback, progress=progress, seed=args.seed,
             anchors=source.anchors,
+            # reason: a 2-D image's spacing is 1.0 by default; only volumes give HD95 in mm
+            spacing=slices.spacing if any(depth is not None for depth in slices.depth_mm) else None,
         )
     written = ref = None
     if result.accepted:
@@ -93,11 +97,27 @@ def run(args: argparse.Namespace) -> int:
         "n_train": len(result.train_indices), "n_heldout": len(result.heldout_indices), "steps": result.steps,
         "elapsed_s": round(result.elapsed_s, 1), "out": str(written) if written else None, "ref": ref,
         "message": result.message,
+        "hd95_unit": result.hd95_unit,
+        "per_class": {change.name: change.to_dict() for change in result.per_class},
     }
     if args.json:
         print(json.dumps(summary))
     else:
         where = f"saved as {ref} ({written})" if ref else f"written to {written}" if written else "nothing written"
         print(f"{result.message}; {where}")
+        print(class_table(result.per_class, result.hd95_unit))
     return 3 if args.require_improvement and not result.accepted else 0
+
+
+def class_table(changes: list, unit: str) -> str:
+    """Per-class held-back Dice and HD95, before -> after, as aligned text rows (``-``: undefined)."""
+    def hd(value: float) -> str:
+        return "-" if value != value else f"{value:.1f}"  # reason: NaN != NaN (undefined HD95)
+
+    width = max([len("class"), *(len(change.name) for change in changes)])
+    lines = [f"{'class':<{width}}  Dice before -> after   HD95 ({unit}) before -> after"]
+    for change in changes:
+        lines.append(f"{change.name:<{width}}  {change.dice_before:11.3f} -> {change.dice_after:.3f}   "
+                     f"{hd(change.hd95_before):>{11 + len(unit)}} -> {hd(change.hd95_after)}")  # fmt: skip
+    return "\n".join(lines)
 

@@ -3,6 +3,11 @@
 The reader, the sample data and the widgets build their layers here, so an image and every layer
 derived from it (labels, confidence, routing overlays) share one scale/translate and one
 :class:`~braunet.napari._geometry.LayerGeometry`.
+
+Each labels layer the widgets work on carries one :class:`EditRecord` (``metadata[EDITS_KEY]``):
+the labels the model last wrote, to tell the user's corrections from predictions. The Segment
+widget updates it when it writes (and keeps corrected slices unless asked to overwrite them),
+the Fine-tune widget reads it to list and select the corrected slices.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from braunet.napari._geometry import METADATA_KEY, LayerGeometry, layer_from_sou
 
 __all__ = [
     "CLASS_NAMES_KEY",
+    "EDITS_KEY",
+    "EditRecord",
+    "edited_slices",
     "class_names_of",
     "image_layer",
     "label_colormap",
@@ -27,6 +35,7 @@ __all__ = [
 ]
 
 CLASS_NAMES_KEY = "braunet_class_names"
+EDITS_KEY = "braunet_edits"  # labels metadata: the layer's EditRecord
 DEFAULT_CT_WINDOW = "abdomen"
 
 
@@ -109,3 +118,61 @@ def labels_layer_from_source(labels: np.ndarray, geometry: LayerGeometry, class_
                              class_colors: Sequence[str] = ()) -> tuple[Any, dict, str]:  # fmt: skip
     """Like :func:`labels_layer` for a label map on the source file's voxel grid."""
     return labels_layer(layer_from_source(labels, geometry), geometry, class_names, name, class_colors)
+
+
+class EditRecord:
+    """The user's corrections in one labels layer: what differs from what the model last wrote there.
+
+    ``baseline`` (the layer's shape) holds, per slice along axis 0 (the whole image for 2-D), the
+    labels the model wrote last; a slice is *edited* where the layer's data differ from it. So a
+    paint, fill, data assignment or undo is seen without listening to each of them, and undoing
+    a correction un-edits its slice. ``excluded`` are edited slices the user left out of training;
+    every other edited slice is selected, including those edited before the Fine-tune widget opened.
+    ``model`` and ``image`` name what last wrote predictions here (None for a layer nobody predicted).
+    """
+
+    def __init__(self, baseline: np.ndarray, model: str | None = None, image: str | None = None) -> None:
+        self.baseline = np.array(baseline, copy=True)
+        self.excluded: set[int] = set()
+        self.model, self.image = model, image
+
+    @classmethod
+    def of(cls, layer: Any) -> EditRecord:
+        """The layer's record; a layer without one (or whose data changed shape) starts one now,
+        with its current labels as the baseline: edits count from this moment."""
+        record = layer.metadata.get(EDITS_KEY)
+        if not isinstance(record, cls) or record.baseline.shape != np.shape(layer.data):
+            record = layer.metadata[EDITS_KEY] = cls(np.asarray(layer.data))
+        return record
+
+    def edited_slices(self, data: Any) -> list[int]:
+        """Slices (axis 0; ``[0]`` for a 2-D layer) where ``data`` differ from the baseline."""
+        data = np.asarray(data)
+        if data.shape != self.baseline.shape:
+            return []
+        if data.ndim == 2:
+            return [0] if np.any(data != self.baseline) else []
+        return np.flatnonzero(np.any(data != self.baseline, axis=tuple(range(1, data.ndim)))).tolist()
+
+    def selected_slices(self, data: Any) -> list[int]:
+        """Edited slices the user did not leave out of training."""
+        return [k for k in self.edited_slices(data) if k not in self.excluded]
+
+    def model_wrote(self, data: Any, slices: Sequence[int] | None, model: str, image: str) -> None:
+        """The model just wrote ``slices`` (None: all) of ``data``: they are predictions again, not edits."""
+        data = np.asarray(data)
+        self.model, self.image = model, image
+        if slices is not None and len(slices) == 0:
+            return
+        if slices is None or data.ndim == 2 or data.shape != self.baseline.shape:
+            self.baseline = np.array(data, copy=True)
+            self.excluded.clear()
+        else:
+            index = np.asarray(sorted(slices), dtype=np.intp)
+            self.baseline[index] = data[index]
+            self.excluded.difference_update(int(k) for k in index)
+
+
+def edited_slices(layer: Any) -> list[int]:
+    """Slices (axis 0; ``[0]`` for a 2-D layer) the user corrected in a labels layer (see :class:`EditRecord`)."""
+    return EditRecord.of(layer).edited_slices(layer.data)

@@ -1,17 +1,26 @@
 """npe2 reader: NIfTI files, DICOM series folders and 2-D images through :func:`braunet.io.read_image`.
 
-A file that :func:`braunet.io.write_labels` wrote (it carries class names) opens as a Labels layer;
-everything else as an Image layer. Geometry: see :mod:`braunet.napari._geometry`.
+A file that :func:`braunet.io.write_labels` wrote (it carries class names) opens as a Labels layer,
+and so does any other label volume: integer voxels, none negative, with at most
+``MAX_LABEL_VALUES`` distinct values, or a file named like ``*_labels*`` / ``*seg*`` whose voxels
+are non-negative whole numbers (a reference segmentation shown as a grey image is useless).
+Everything else opens as an Image layer. Geometry: see :mod:`braunet.napari._geometry`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["napari_get_reader", "read_layers"]
+import numpy as np
+
+__all__ = ["MAX_LABEL_VALUES", "looks_like_labels", "napari_get_reader", "read_layers"]
+
+MAX_LABEL_VALUES = 64  # distinct values a label volume may hold (TotalSegmentator v2 has 117: named files pass)
+_LABEL_NAME = re.compile(r"(_labels?\b|_labels?_|seg)", re.IGNORECASE)
 
 
 def _accepts(path: Path) -> bool:
@@ -52,16 +61,38 @@ def read_layers(path: str | list[str]) -> list[tuple[Any, dict, str]]:
         name = file_stem(item)
         volume = read_image(item)
         names = None if item.is_dir() else read_class_names(item)
+        if not names and looks_like_labels(item, volume):
+            top = int(np.asarray(volume.array).max(initial=0))
+            names = {0: "background", **{value: f"class {value}" for value in range(1, top + 1)}}
         if names:
             data, geometry = volume_to_layer(volume)
             class_names = [names.get(value, f"class {value}") for value in range(max(names) + 1)]
+            data = np.rint(data) if data.dtype.kind == "f" else data
             layers.append(labels_layer(data.astype(_label_dtype(data), copy=False), geometry, class_names, name))
         else:
             layers.append(image_layer(volume, name))
     return layers
 
 
-def _label_dtype(data: Any) -> Any:
-    import numpy as np
+def looks_like_labels(path: Path, volume: Any) -> bool:
+    """A 3-D label map, not an image: see the module docstring for the rule."""
+    from braunet.io import file_stem
 
+    if volume.is_2d:
+        return False
+    array = np.asarray(volume.array)
+    if array.size == 0 or array.dtype.kind not in "iuf":
+        return False
+    low, high = array.min(), array.max()
+    if low < 0 or high > 65535:
+        return False
+    if array.dtype.kind in "iu":
+        # reason: bincount is linear in voxels; np.unique would sort them
+        if high < 4096 and np.count_nonzero(np.bincount(array.ravel().astype(np.intp))) <= MAX_LABEL_VALUES:
+            return True
+        return bool(_LABEL_NAME.search(file_stem(path)))
+    return bool(_LABEL_NAME.search(file_stem(path))) and bool(np.all(array == np.rint(array)))
+
+
+def _label_dtype(data: Any) -> Any:
     return np.uint8 if data.max(initial=0) < 256 else np.uint16

@@ -26,7 +26,14 @@ from qtpy.QtCore import QTimer
 from braunet.napari._jobs import Job
 from braunet.napari._routing_map import SliceFrame, routing_frequency
 from braunet.napari._store import ModelStore
-from braunet.napari._widget_tools import OVERLAY_KEY, connect_while_alive, current_slice, layer_combo, wrap_labels
+from braunet.napari._widget_tools import (
+    OVERLAY_KEY,
+    connect_while_alive,
+    current_slice,
+    layer_combo,
+    model_combo,
+    wrap_labels,
+)  # fmt: skip
 
 __all__ = ["RoutingWidget", "block_label"]
 
@@ -48,6 +55,19 @@ def block_label(name: str, module: Any) -> str:
     return f"{where} · top-{module.topk} of {module.n_win**2}"
 
 
+def _architecture(store: ModelStore, key: str) -> Any:
+    """``key``'s network without weights (on PyTorch's meta device: no memory, no init cost)."""
+    import torch
+
+    from braunet.model import BRAUNet
+
+    entry = store.entry(key)
+    if entry.model is not None:
+        return entry.model
+    with torch.device("meta"):
+        return BRAUNet(entry.source.card.config)
+
+
 class RoutingWidget(Container):
     """Image + model + BRA block; click on the image to inspect a window's routing."""
 
@@ -65,7 +85,7 @@ class RoutingWidget(Container):
         self.last: dict[str, Any] = {}  # what is drawn now: slice, query window, routed windows, block
         self.status = Label(value="")
         self.image = layer_combo(napari_viewer, Image, "image")
-        self.model = ComboBox(label="model", choices=lambda _w: self.store.keys() or [""])
+        self.model = model_combo(self.store, follow_adopted=False)
         self.block = ComboBox(label="BRA block", choices=self._block_choices)
         self.inspect = CheckBox(label="inspect on click", value=True)
         self.info = Label(value="Click on the image to pick a query window.")
@@ -90,13 +110,9 @@ class RoutingWidget(Container):
     # -- model and block -----------------------------------------------------------------------
     def _store_changed(self) -> None:
         self.model.reset_choices()
-        if self.store.current and self.model.value != self.store.current:
-            self.model.value = self.store.current
         self.block.reset_choices()
 
     def _model_chosen(self, key: str | None = None) -> None:
-        if key and key in self.store.keys() and key != self.store.current:
-            self.store.select(key)
         self.block.reset_choices()
         self.refresh()
 
@@ -109,11 +125,11 @@ class RoutingWidget(Container):
     def _block_choices(self, _widget: Any = None) -> list[tuple[str, str]]:
         model_combo = getattr(self, "model", None)
         key = model_combo.value if model_combo is not None and model_combo.value in self.store.keys() else None
-        key = key or self.store.current
+        key = key or self.store.default_key()
         if not key:
             return []
-        try:
-            model, _ = self.private_model(key)
+        try:  # reason: the block list needs the architecture only; loading weights here stalled the GUI ~1 s
+            model = _architecture(self.store, key)
         except Exception as error:  # noqa: BLE001 (shown to the user; the list just stays empty)
             self.status.value = f"{key}: {error}"
             return []
@@ -155,7 +171,7 @@ class RoutingWidget(Container):
 
     # -- routing -------------------------------------------------------------------------------
     def _context(self) -> tuple[Any, str, int, bool] | None:
-        layer, key = self.image.value, self.model.value or self.store.current
+        layer, key = self.image.value, self.model.value or self.store.default_key()
         if layer is None or not key:
             return None
         three_d = not layer.rgb and layer.ndim >= 3

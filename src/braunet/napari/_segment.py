@@ -4,7 +4,10 @@ Thin by design: it gathers the image layer, the model and the options, calls
 :func:`braunet.infer.predict` once in a worker (:class:`~braunet.napari._jobs.Job`), and writes the
 result into ``"<image> segmentation"`` (plus ``"<image> confidence"`` when asked). Running again
 paints the new labels into that layer through ``Labels.data_setitem``, one undo step, instead of
-adding layers; a "current slice" or "slice range" run only touches those slices.
+adding layers; a "current slice" or "slice range" run only touches those slices, and slices the
+user corrected (the layer's :class:`~braunet.napari._layers.EditRecord`) are kept unless
+"overwrite corrected slices" is ticked. The widget keeps its own model choice (other widgets'
+choices never change it) and says, under the model list and in the status line, which model runs.
 """
 
 from __future__ import annotations
@@ -26,21 +29,20 @@ from magicgui.widgets import (
 
 from braunet.napari._geometry import METADATA_KEY, layer_from_source, layer_volume
 from braunet.napari._jobs import Job
-from braunet.napari._layers import CLASS_NAMES_KEY, label_colormap, label_features, labels_layer
+from braunet.napari._layers import CLASS_NAMES_KEY, EDITS_KEY, EditRecord, label_colormap, label_features, labels_layer
 from braunet.napari._store import ModelStore
 from braunet.napari._widget_tools import (
     OVERLAY_KEY,
-    connect_while_alive,
+    collapsible,
+    compact,
     current_slice,
     layer_combo,
     layer_geometry,
+    model_combo,
     wrap_labels,
 )  # fmt: skip
 
-__all__ = ["PREDICTION_KEY", "SegmentWidget", "write_labels_undoably"]
-
-PREDICTION_KEY = "braunet_prediction"  # labels metadata: the last prediction (layer grid), to spot user edits
-SOURCE_KEY = "braunet_prediction_of"
+__all__ = ["SegmentWidget", "write_labels_undoably"]
 _MAX_UNDOABLE_VOXELS = 32_000_000  # beyond this many changed voxels the undo history would cost GBs
 SLICE_MODES = ("current slice", "all slices", "slice range")
 
@@ -86,7 +88,8 @@ class SegmentWidget(Container):
         self.viewer = napari_viewer
         self.store = ModelStore.for_viewer(napari_viewer)
         self.image = layer_combo(napari_viewer, Image, "image")
-        self.model = ComboBox(label="model", choices=lambda _w: self.store.keys() or [""])
+        self.model = model_combo(self.store)
+        self.model_hint = Label(value="")
         self.checkpoint = FileEdit(label="add model folder", mode="d",
                                    tooltip="a checkpoint folder: ours or a converted official one")
         self.official = FileEdit(label="add official .pth", mode="r", filter="*.pth *.pt *.ckpt",
@@ -103,53 +106,44 @@ class SegmentWidget(Container):
         self.confidence = CheckBox(label="confidence layer", value=False)
         self.cleanup = CheckBox(label="3-D clean-up", value=False,
                                 tooltip="volumes: drop small stray pieces of each organ and fill enclosed holes")
+        self.overwrite = CheckBox(label="overwrite corrected slices", value=False,
+                                  tooltip="off: slices you corrected keep your labels when Segment runs again")
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self.status = Label(value="")
         super().__init__(widgets=[
-            self.image, self.model, self.checkpoint, self.official, self.device, self.window, self.slice_mode,
-            self.first, self.last, self.batch_size, self.confidence, self.cleanup,
+            self.image, self.model, self.model_hint, self.slice_mode,
+            Container(widgets=[self.first, self.last], layout="horizontal", labels=True), self.overwrite,
             Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
             self.progress, self.status,
         ])  # fmt: skip
+        # Rarely changed options fold away: the three docks must fit a 1000 px tall window.
+        self.more_options = collapsible("More options", self.checkpoint, self.official, self.device, self.window,
+                                        self.batch_size, self.confidence, self.cleanup)  # fmt: skip
+        self.native.layout().insertWidget(3, self.more_options)
+        compact(self)
         self.job: Job | None = None
         self.last_output: Any = None
-        wrap_labels(self.status)
+        wrap_labels(self.status, self.model_hint)
 
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.checkpoint.changed.connect(self._add_checkpoint)
         self.official.changed.connect(self._add_official)
-        self.model.changed.connect(self._model_chosen)
+        self.model.changed.connect(self._update_hint)
         self.window.changed.connect(self._apply_window)
         self.image.changed.connect(self._image_chosen)
         self.slice_mode.changed.connect(self._update_range_enabled)
-        connect_while_alive(self.native, self.store.changed, self._store_changed)
-        self._store_changed()
         self._image_chosen()
+        self._update_hint()
         self._update_range_enabled()
 
     # -- options -------------------------------------------------------------------------------
-    def _store_changed(self) -> None:
+    def _choose(self, key: str) -> None:
+        """Make ``key`` this widget's model (only this widget's)."""
         self.model.reset_choices()
-        if self.store.current and self.model.value != self.store.current:
-            self.model.value = self.store.current
-        self._model_tooltip()
-
-    def _model_chosen(self, key: str | None = None) -> None:
-        if key and key in self.store.keys() and key != self.store.current:
-            self.store.select(key)
-        self._model_tooltip()
-
-    def _model_tooltip(self) -> None:
-        """The model chooser's tooltip: what the current model was trained on, in red when few cases."""
-        from braunet.cli.models import model_tooltip
-
-        key = self.store.current
-        entry = self.store.entry(key) if key else None
-        card = None if entry is None else entry.card if entry.card is not None else entry.source.card
-        self.model.tooltip = model_tooltip(card) if card is not None else None
+        self.model.value = key
 
     def _add_checkpoint(self, path: Any = None) -> None:
         from braunet.errors import CheckpointError
@@ -158,7 +152,7 @@ class SegmentWidget(Container):
         if not folder or folder == ".":
             return
         try:  # the card is read now: a bad folder is refused with one line
-            self.store.add_source(self.checkpoint.value, select=True)
+            self._choose(self.store.add_source(self.checkpoint.value))
         except CheckpointError as error:
             self.status.value = str(error)
 
@@ -178,6 +172,7 @@ class SegmentWidget(Container):
         except BraunetError as error:
             self.status.value = str(error)
             return None
+        self._choose(key)
         self.status.value = f"{key}: converted into {self.store.entry(key).source.folder}"
         return key
 
@@ -187,6 +182,7 @@ class SegmentWidget(Container):
             return
         three_d = not getattr(layer, "rgb", False) and layer.ndim >= 3
         self._match_model(layer, "ct" if three_d else "rgb")
+        self._update_hint()
         self.window.enabled = three_d
         self.slice_mode.enabled = three_d
         self.batch_size.enabled = three_d
@@ -197,18 +193,47 @@ class SegmentWidget(Container):
         self._update_range_enabled()
 
     def _match_model(self, layer: Any, kind: str) -> None:
-        """If the current model segments the other kind of image, pick a bundled one that fits."""
+        """If this widget's model segments the other kind of image (CT or RGB), switch to the
+        image's sample model (:func:`braunet.zoo.default_model`), else the bundled default of that kind."""
         from braunet.zoo import default_model
 
-        current = self.store.current
-        if current is None or self.store.kind(current) in (kind, None):
+        current = self.model.value
+        if current and current in self.store.keys() and self.store.kind(current) in (kind, None):
             return
         sample = (layer.metadata.get("braunet_sample") or {}).get("key")
         input_kind = "volume" if kind == "ct" else "image"
         for name in (default_model(input_kind, sample), default_model(input_kind)):
             if name in self.store.keys() and self.store.kind(name) == kind:
-                self.store.select(name)
+                self._choose(name)
                 return
+
+    def _update_hint(self, value: Any = None) -> None:
+        """Under the model list: what the model segments and, for a 2-D image, which other model
+        fits better (a sample's own model) or exists (a polyp model on a skin photograph is wrong
+        without any error)."""
+        from braunet.cli.models import model_tooltip
+        from braunet.zoo import default_model
+
+        key, layer = self.model.value, self.image.value
+        if not key or key not in self.store.keys():
+            self.model_hint.value = ""
+            self.model.tooltip = None
+            return
+        entry = self.store.entry(key)
+        card = entry.card if entry.card is not None else entry.source.card
+        self.model.tooltip = model_tooltip(card)  # what the model was trained on, in red when few cases
+        text = f"Runs {key}: {self.store.describe(key)}."
+        if layer is not None and (getattr(layer, "rgb", False) or layer.ndim == 2):
+            sample = (layer.metadata.get("braunet_sample") or {}).get("key")
+            own = default_model("image", sample) if sample else None
+            if own and own != key and own in self.store.keys():
+                text += f" This sample's own model is {own}."
+            elif not sample:
+                others = [k for k in self.store.keys() if k != key and self.store.kind(k) == "rgb"
+                          and self.store.entry(k).parent is None and "[" not in k]  # fmt: skip
+                if others:
+                    text += f" Another kind of image? Choose {' or '.join(others[:2])}."
+        self.model_hint.value = text
 
     def _update_range_enabled(self, value: Any = None) -> None:
         ranged = self.slice_mode.enabled and self.slice_mode.value == "slice range"
@@ -238,7 +263,7 @@ class SegmentWidget(Container):
         from braunet.infer import predict
 
         layer = self.image.value
-        key = self.model.value or self.store.current
+        key = self.model.value
         if layer is None or not key:
             self.status.value = "Choose an image layer and a model first."
             return None
@@ -253,6 +278,7 @@ class SegmentWidget(Container):
         slices = self.slices_to_run()
         device, batch_size, confidence = self.device.value, int(self.batch_size.value), bool(self.confidence.value)
         cleanup = bool(self.cleanup.value)
+        overwrite = bool(self.overwrite.value)
         store = self.store
 
         def work(progress, should_stop):
@@ -271,7 +297,7 @@ class SegmentWidget(Container):
 
         job = Job(work, f"Segmenting {layer.name}", parent=self.native)
         job.progressed.connect(self._on_progress)
-        job.done.connect(lambda result: self._write_result(layer, geometry, slices, key, *result))
+        job.done.connect(lambda result: self._write_result(layer, geometry, slices, key, *result, overwrite=overwrite))
         job.cancelled.connect(lambda: self._set_status("Cancelled: nothing was written."))
         job.failed.connect(self._set_status)
         job.finished.connect(self._finished)
@@ -298,27 +324,44 @@ class SegmentWidget(Container):
         self.run_button.enabled, self.cancel_button.enabled = True, False
 
     def _write_result(self, image: Any, geometry: Any, slices: list[int] | None, key: str, labels: np.ndarray,
-                      conf: np.ndarray | None, card: Any) -> None:  # fmt: skip
-        """GUI thread: put the prediction into the segmentation layer (created on the first run)."""
+                      conf: np.ndarray | None, card: Any, *, overwrite: bool = False) -> None:  # fmt: skip
+        """GUI thread: put the prediction into the segmentation layer (created on the first run).
+
+        Slices the user corrected are left as they are unless ``overwrite``; the status line says
+        how many were kept.
+        """
         names = list(card.class_names)
         name = f"{image.name} segmentation"
         layer = self.viewer.layers[name] if name in self.viewer.layers else None
         if layer is not None and layer.data.shape != labels.shape:
             layer = None
             name = f"{image.name} segmentation ({key})"
+        kept: list[int] = []
         if layer is None:  # slices that were not run are 0, as predict returns them
             data, kwargs, _ = labels_layer(labels, geometry, names, name, card.class_colors)
+            kwargs["metadata"][EDITS_KEY] = EditRecord(data, model=key, image=image.name)  # before the layer shows
             layer = self.viewer.add_labels(data, **kwargs)
             changed, verb = int(np.count_nonzero(data)), "labelled"
+            written = slices
         else:
             if layer.metadata.get(CLASS_NAMES_KEY) != names:
                 layer.colormap = label_colormap(names, card.class_colors)
                 layer.features = label_features(names)
                 layer.metadata[CLASS_NAMES_KEY] = names
-            changed, verb = write_labels_undoably(layer, labels, slices), "changed"
+            run = list(range(labels.shape[0])) if slices is None and labels.ndim > 2 else slices
+            written = run
+            if not overwrite:
+                corrected = set(EditRecord.of(layer).edited_slices(layer.data))
+                if labels.ndim == 2:
+                    kept = [0] if corrected else []
+                    written = [] if corrected else None
+                else:
+                    kept = [k for k in run if k in corrected]
+                    written = [k for k in run if k not in corrected]
+            changed = write_labels_undoably(layer, labels, written) if written != [] else 0
+            verb = "changed"
         layer.metadata[METADATA_KEY] = geometry
-        layer.metadata[PREDICTION_KEY] = np.array(layer.data, copy=True)
-        layer.metadata[SOURCE_KEY] = {"image": image.name, "model": key}
+        EditRecord.of(layer).model_wrote(layer.data, written, key, image.name)
         if conf is not None:
             self._write_confidence(image, geometry, slices, conf)
         self.last_output = layer
@@ -329,7 +372,12 @@ class SegmentWidget(Container):
         else:
             where = f"slice {slices[0]}" if len(slices) == 1 else f"slices {slices[0]}-{slices[-1]}"
             where += f" of {image.name}"
-        self.status.value = f"{key}: {where}, {changed} {'pixels' if labels.ndim == 2 else 'voxels'} {verb}."
+        text = f"{key}: {where}, {changed} {'pixels' if labels.ndim == 2 else 'voxels'} {verb}."
+        if kept:
+            what = "The corrected image" if labels.ndim == 2 else (
+                f"{len(kept)} corrected slice{'s' if len(kept) > 1 else ''} ({_ranges(kept)})")
+            text += f" {what} kept; tick 'overwrite corrected slices' to replace them."
+        self.status.value = text
 
     def _write_confidence(self, image: Any, geometry: Any, slices: list[int] | None, conf: np.ndarray) -> None:
         name = f"{image.name} confidence"
@@ -347,3 +395,15 @@ class SegmentWidget(Container):
                               blending="additive", scale=geometry.scale, translate=geometry.translate,
                               axis_labels=geometry.axis_labels,
                               metadata={METADATA_KEY: geometry, OVERLAY_KEY: True})  # fmt: skip
+
+
+def _ranges(values: list[int]) -> str:
+    """``[3, 4, 5, 9]`` -> ``"3-5, 9"`` (slice lists in status lines)."""
+    parts, start = [], None
+    for i, v in enumerate(values):
+        if start is None:
+            start = v
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            parts.append(str(start) if start == v else f"{start}-{v}")
+            start = None
+    return ", ".join(parts)

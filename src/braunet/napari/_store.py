@@ -1,12 +1,16 @@
 """The models a viewer's widgets share: bundled ones, saved versions, checkpoint folders, fine-tunes.
 
 One :class:`ModelStore` per viewer (``ModelStore.for_viewer(viewer)``, created with the bundled
-models and the library's saved versions): the Segment widget runs its current model, the Fine-tune
-widget adds a fine-tuned version (Accept), selects its parent again (Rollback) or saves it into the
-model library (Save), where ``braunet predict --model NAME@N`` finds it. Every on-disk entry is a
+models and the library's saved versions) holds the models, not a choice among them: each widget
+keeps its own model selection, so choosing a model in one widget never changes another. The
+Fine-tune widget adds a fine-tuned version (Accept) or goes back to its parent (Rollback); both
+emit :attr:`ModelStore.adopted`, which the widgets showing the replaced model follow (the user
+asked for exactly that swap), and Save writes a version into the model library, where
+``braunet predict --model NAME@N`` finds it. :attr:`ModelStore.recent` (the model last chosen
+anywhere) is only the default of widgets opened later. Every on-disk entry is a
 :class:`braunet.zoo.ModelSource` from :func:`braunet.zoo.resolve_model`, so the widgets and the
 command line agree on what a reference means and where a model's anchor set is. Entries are only
-added or selected on the GUI thread; the ``changed`` signal tells the widgets to refresh their
+added on the GUI thread; the ``changed`` signal tells the widgets to refresh their
 model lists. Weights are loaded lazily, in the worker thread that first needs them
 (:meth:`ModelStore.load`).
 """
@@ -50,15 +54,22 @@ class ModelEntry:
 
 
 class ModelStore:
-    """Model entries in the order they were added, and which one is current."""
+    """Model entries in the order they were added.
+
+    Signals:
+        changed(): entries were added or saved (widgets refresh their model lists).
+        adopted(new_key, old_key): Accept or Rollback replaced ``old_key`` by ``new_key``; widgets
+            whose selection is ``old_key`` switch to ``new_key``, the others keep theirs.
+    """
 
     changed = Signal()
+    adopted = Signal(str, str)
 
     _by_viewer: dict[int, ModelStore] = {}
 
     def __init__(self) -> None:
         self._entries: dict[str, ModelEntry] = {}
-        self._current: str | None = None
+        self.recent: str | None = None  # the model last chosen in any widget: the default of widgets opened later
         self._lock = threading.Lock()
 
     @classmethod
@@ -84,18 +95,18 @@ class ModelStore:
     def entry(self, key: str) -> ModelEntry:
         return self._entries[key]
 
-    @property
-    def current(self) -> str | None:
-        return self._current
+    def default_key(self) -> str | None:
+        """The model a newly opened widget starts with: the one last chosen anywhere, else the first."""
+        if self.recent in self._entries:
+            return self.recent
+        return next(iter(self._entries), None)
 
-    def select(self, key: str) -> None:
-        if key not in self._entries:
-            raise KeyError(key)
-        if key != self._current:
-            self._current = key
-            self.changed.emit()
+    def note_choice(self, key: str | None) -> None:
+        """Remember ``key`` as the default of widgets opened later (open widgets are not told)."""
+        if key in self._entries:
+            self.recent = key
 
-    def add_source(self, ref: Any, *, select: bool = False) -> str:
+    def add_source(self, ref: Any) -> str:
         """Register a model reference (bundled name, ``NAME@N``, folder, ModelSource; not loaded); return its key.
 
         Keys: the name of a bundled model, ``NAME@N`` of a saved version, ``folder  [path]`` otherwise.
@@ -109,11 +120,7 @@ class ModelStore:
         key = source.ref if source.kind != "path" else f"{source.folder.name}  [{source.ref}]"
         if key not in self._entries:
             self._entries[key] = ModelEntry(key=key, source=source)
-            if self._current is None:
-                self._current = key
             self.changed.emit()
-        if select:
-            self.select(key)
         return key
 
     def add_known_models(self) -> None:
@@ -127,7 +134,7 @@ class ModelStore:
             except CheckpointError:  # reason: one broken folder must not hide the other models
                 continue
 
-    def add_official(self, checkpoint: str | Path, *, select: bool = True) -> str:
+    def add_official(self, checkpoint: str | Path) -> str:
         """Convert an official ``.pth`` into the library (:func:`braunet.zoo.import_official`); register it.
 
         Raises:
@@ -135,26 +142,31 @@ class ModelStore:
         """
         from braunet.zoo import import_official
 
-        return self.add_source(import_official(checkpoint), select=select)
+        return self.add_source(import_official(checkpoint))
 
     def add_version(self, model: Any, card: Any, parent_key: str) -> str:
-        """Add a fine-tuned model (weights in memory) as a child of ``parent_key``; select it; return its key."""
+        """Add a fine-tuned model (weights in memory) as a child of ``parent_key``; return its key.
+
+        Emits ``adopted(key, parent_key)``: widgets using the parent move to the new version.
+        """
         parent = self._entries[parent_key]
         key = f"{card.name} v{card.version} (fine-tuned)"
         n = 2
         while key in self._entries:
             key, n = f"{card.name} v{card.version} (fine-tuned #{n})", n + 1
         self._entries[key] = ModelEntry(key=key, source=None, model=model, card=card, parent=parent)
-        self._current = key
+        self.recent = key
         self.changed.emit()
+        self.adopted.emit(key, parent_key)
         return key
 
-    def rollback(self, key: str | None = None) -> str:
-        """Select the parent of ``key`` (default: the current entry); return the parent's key."""
-        entry = self._entries[key or self._current]
+    def rollback(self, key: str) -> str:
+        """Go back from ``key`` to its parent (emits ``adopted(parent, key)``); return the parent's key."""
+        entry = self._entries[key]
         if entry.parent is None:
             raise ValueError(f"{entry.key} has no parent version to roll back to")
-        self.select(entry.parent.key)
+        self.recent = entry.parent.key
+        self.adopted.emit(entry.parent.key, key)
         return entry.parent.key
 
     def kind(self, key: str) -> str | None:
@@ -167,6 +179,18 @@ class ModelStore:
             return card.recipe.kind
         except CheckpointError:
             return None
+
+    def describe(self, key: str) -> str:
+        """What ``key`` segments, in a few words: the first clause of its card's description."""
+        from braunet.errors import CheckpointError
+
+        entry = self._entries[key]
+        try:
+            card = entry.card if entry.card is not None else entry.source.card
+        except CheckpointError:
+            return "unreadable model card"
+        text = (card.description or "").split(";")[0].strip().rstrip(".")
+        return text or f"{', '.join(card.class_names[1:4])}{'...' if len(card.class_names) > 4 else ''}"
 
     def anchors(self, key: str) -> Path | None:
         """The anchor set fine-tuning ``key`` replays: that of its nearest on-disk ancestor's folder."""

@@ -1,4 +1,4 @@
-"""Small pieces the dock widgets share: layer pickers, the current slice, layer lookup."""
+"""Small pieces the dock widgets share: layer and model pickers, the current slice, layer lookup, collapsible parts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from magicgui.widgets import ComboBox
 from braunet.napari._geometry import LayerGeometry, geometry_from_layer_state
 
 __all__ = [
-    "OVERLAY_KEY", "connect_while_alive", "current_slice", "layer_combo", "layer_geometry", "wrap_labels",
+    "OVERLAY_KEY", "collapsible", "connect_while_alive", "current_slice", "layer_combo", "layer_geometry",
+    "add_native", "compact", "model_combo", "wrap_labels",
 ]  # fmt: skip
 
 OVERLAY_KEY = "braunet_overlay"  # metadata flag of derived layers (confidence, routing heatmap): not offered as inputs
@@ -55,10 +56,89 @@ def layer_combo(viewer: Any, layer_type: type, label: str, *, nullable: bool = F
     return combo
 
 
+def model_combo(store: Any, *, label: str = "model", follow_adopted: bool = True, tooltip: str = "") -> ComboBox:
+    """A ComboBox of ``store``'s models holding this widget's own choice.
+
+    It starts on :meth:`ModelStore.default_key` (the model last chosen anywhere), keeps its value when
+    other widgets add or choose models (the list is refreshed), and, with ``follow_adopted``, moves
+    to the new version when Accept or Rollback replaces the model it shows.
+    """
+    combo = ComboBox(label=label, choices=lambda _w: store.keys() or [""], tooltip=tooltip or None)
+    default = store.default_key()
+    if default:
+        combo.value = default
+
+    def refresh() -> None:
+        with contextlib.suppress(RuntimeError):  # the widget was deleted
+            combo.reset_choices()
+
+    def adopted(new: str, old: str) -> None:
+        with contextlib.suppress(RuntimeError):
+            combo.reset_choices()
+            if combo.value == old and new in store.keys():
+                combo.value = new
+
+    connect_while_alive(combo.native, store.changed, refresh)
+    if follow_adopted:
+        connect_while_alive(combo.native, store.adopted, adopted)
+    combo.changed.connect(store.note_choice)
+    return combo
+
+
+def collapsible(title: str, *widgets: Any, expanded: bool = False) -> Any:
+    """A collapsible section (superqt ``QCollapsible``) holding magicgui ``widgets`` as labelled rows.
+
+    Why: the three docks together must fit a 1000 px tall window; options a user rarely changes
+    fold away. Returns the QWidget to put into a Container's layout; the widgets keep working
+    (and stay attributes of their dock) while folded.
+    """
+    from magicgui.widgets import Container
+    from superqt import QCollapsible
+
+    section = QCollapsible(title)
+    section.addWidget(Container(widgets=list(widgets)).native)
+    section.layout().setContentsMargins(0, 0, 0, 0)
+    if expanded:
+        section.expand(animate=False)
+    else:
+        section.collapse(animate=False)
+    return section
+
+
+def add_native(container: Any, qwidget: Any, after: Any = None) -> None:
+    """Insert a plain QWidget into a magicgui Container's layout (after the row of ``after``, else last)."""
+    layout = container.native.layout()
+    if after is None:
+        layout.addWidget(qwidget)
+        return
+    row = after.native
+    while row.parentWidget() is not None and row.parentWidget() is not container.native:
+        row = row.parentWidget()  # magicgui wraps labelled widgets in a row
+    layout.insertWidget(layout.indexOf(row) + 1, qwidget)
+
+
+def compact(container: Any, *, margin: int = 4, spacing: int = 3) -> None:
+    """Tighten a dock's layout and its nested rows (magicgui's 9 px margins, 6 px spacing add up:
+    the three docks together must fit a 1000 px tall window)."""
+    from magicgui.widgets import Container
+
+    layout = container.native.layout()
+    layout.setContentsMargins(margin, margin, margin, margin)
+    layout.setSpacing(spacing)
+    for widget in container:
+        if isinstance(widget, Container):
+            widget.native.layout().setContentsMargins(0, 0, 0, 0)
+
+
 def wrap_labels(*labels: Any) -> None:
-    """Let long status texts wrap instead of widening the dock (and squeezing the canvas)."""
+    """Let long status texts wrap instead of widening the dock (and squeezing the canvas).
+
+    Their minimum height is one line: a wrapped label's own minimum is its text at the narrowest
+    width (five lines for a long status), which kept the three docks from fitting a 1000 px window.
+    """
     for label in labels:
         label.native.setWordWrap(True)
+        label.native.setMinimumHeight(label.native.fontMetrics().height())
 
 
 def layer_geometry(layer: Any) -> LayerGeometry:

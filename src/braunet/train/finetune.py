@@ -31,6 +31,10 @@ it); roll back with
 
 Dice here is measured at the network's resolution on the held-back slices, all of them pooled per
 class (:mod:`braunet.train.validation` explains the class set), which is stable with few slices.
+``FinetuneResult.per_class`` gives each class's Dice and HD95 before -> after on the same pixels;
+HD95 is the mean over the held-back slices of the 2-D HD95 (undefined where the class is missing
+from the prediction or the truth of a slice), in mm when the caller passes the slices' pixel
+spacing, else in pixels of the slices as given (``hd95_unit``).
 """
 
 from __future__ import annotations
@@ -54,11 +58,11 @@ from braunet.train.anchors import ANCHORS_FILE, load_anchors
 from braunet.train.datasets import AugmentedSlices, prepare
 from braunet.train.loop import FitConfig, FitHooks, Step, fit, used_parameters
 from braunet.train.losses import make_loss
-from braunet.train.metrics import dice
+from braunet.train.metrics import dice, hd95
 from braunet.train.slices import SliceSet
 from braunet.train.validation import predict_prepared
 
-__all__ = ["MODES", "FinetuneProgress", "FinetuneResult", "finetune"]
+__all__ = ["MODES", "ClassChange", "FinetuneProgress", "FinetuneResult", "finetune"]
 
 MODES = ("decoder", "full")
 REGION_GRID = 8  # a single corrected slice is held back by blocks of a REGION_GRID x REGION_GRID grid
@@ -71,6 +75,26 @@ class FinetuneProgress:
     total_steps: int | None  # None: the round is limited by time, not steps
     elapsed_s: float
     loss: float
+
+
+@dataclass
+class ClassChange:
+    """One class's held-back Dice and HD95 before -> after (HD95 in ``FinetuneResult.hd95_unit``;
+    nan where no held-back slice defines it)."""
+
+    name: str
+    dice_before: float
+    dice_after: float
+    hd95_before: float
+    hd95_after: float
+
+    def to_dict(self) -> dict:
+        """JSON-ready: undefined HD95 as None."""
+        def finite(x: float) -> float | None:
+            return None if np.isnan(x) else round(float(x), 4)
+
+        return {"dice_before": round(self.dice_before, 4), "dice_after": round(self.dice_after, 4),
+                "hd95_before": finite(self.hd95_before), "hd95_after": finite(self.hd95_after)}  # fmt: skip
 
 
 @dataclass
@@ -89,6 +113,8 @@ class FinetuneResult:
     steps: int = 0
     elapsed_s: float = 0.0
     details: dict = field(default_factory=dict)
+    per_class: list[ClassChange] = field(default_factory=list)  # the classes in dice_before/after's mean
+    hd95_unit: str = "px"  # "mm" when the slices' pixel spacing was given
 
 
 def _pooled_dice(pred: np.ndarray, truth: np.ndarray, binary: bool, extra: Sequence[np.ndarray] = ()) -> float:
@@ -106,6 +132,35 @@ def _pooled_dice(pred: np.ndarray, truth: np.ndarray, binary: bool, extra: Seque
     if not classes:
         return 1.0
     return float(np.mean([dice(pred == c, truth == c) for c in sorted(classes)]))
+
+
+def _class_changes(before: np.ndarray, after: np.ndarray, truth: np.ndarray, binary: bool,
+                   names: Sequence[str], spacing: Sequence[tuple[float, float]]) -> list[ClassChange]:
+    """Per class: pooled Dice and mean per-slice HD95 of the held-back pixels, before and after.
+
+    ``before``, ``after``, ``truth``: (N, S, S) class ids at the network's resolution; ``spacing``:
+    per slice, the size of one of those pixels (rows, cols). The classes are those of
+    :func:`_pooled_dice`, so the mean of the Dice column is ``dice_before``/``dice_after``.
+    """
+    if binary:
+        classes = [1]
+    else:
+        found = set(np.unique(truth).tolist()) | set(np.unique(before).tolist()) | set(np.unique(after).tolist())
+        classes = sorted(found - {0})
+
+    def mean_hd95(pred: np.ndarray, c: int) -> float:
+        values = [hd95(p == c, t == c, s) for p, t, s in zip(pred, truth, spacing, strict=True)
+                  if (p == c).any() or (t == c).any()]  # fmt: skip
+        defined = [v for v in values if not np.isnan(v)]
+        return float(np.mean(defined)) if defined else float("nan")
+
+    changes = []
+    for c in classes:
+        name = names[c] if c < len(names) else f"class {c}"
+        changes.append(ClassChange(name=name, dice_before=dice(before == c, truth == c),
+                                   dice_after=dice(after == c, truth == c), hd95_before=mean_hd95(before, c),
+                                   hd95_after=mean_hd95(after, c)))  # fmt: skip
+    return changes
 
 
 def _labels_for(model: BRAUNet, labels: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -335,6 +390,7 @@ def finetune(
     max_steps: int | None = None,
     l2sp: float = 0.1,
     blend: float = 0.7,
+    spacing: Sequence[tuple[float, float]] | None = None,
 ) -> FinetuneResult:
     """Fine-tune a copy of ``model`` on corrected slices; keep it only if held-back Dice improves.
 
@@ -368,6 +424,8 @@ def finetune(
             accepted or rejected as such. 1 keeps the trained copy as it is. Over 3 seeds and two
             learning rates of bench_finetune, 0.7 and 0.5 both beat 1 on the unseen frames and on
             the validation split; 0.7 cost less on the validation split (models/README.md).
+        spacing: per slice, its pixel size (rows, cols) in mm, for HD95 in mm; None: HD95 in
+            pixels of the slices as given.
 
     Raises:
         InputError: no slices, a single slice with too few labelled blocks to split, mismatched
@@ -385,6 +443,8 @@ def finetune(
         raise InputError(f"blend must be in (0, 1], got {blend}")
     if len(images) != len(labels):
         raise InputError(f"{len(images)} image slices but {len(labels)} label slices")
+    if spacing is not None and len(spacing) != len(images):
+        raise InputError(f"{len(images)} image slices but {len(spacing)} pixel spacings")
     if not images:
         raise InputError("fine-tuning needs at least 1 corrected slice, got none")
     config = model.config
@@ -428,6 +488,11 @@ def finetune(
         pred_before, pred_after, truth = (np.where(held_region, a, 0) for a in (pred_before, pred_after, truth))
     dice_before = _pooled_dice(pred_before, truth, binary, [pred_after])
     dice_after = _pooled_dice(pred_after, truth, binary, [pred_before])
+    size = config.img_size
+    held_spacing = [tuple(float(mm) * n / size for mm, n in
+                          zip(spacing[i] if spacing is not None else (1.0, 1.0), np.shape(images[i])[:2], strict=True))
+                    for i in held_idx]  # fmt: skip
+    per_class = _class_changes(pred_before, pred_after, truth, binary, card.class_names, held_spacing)
     anchor_dice_before = anchor_dice_after = None
     if anchor_data is not None:
         anchor_after = predict_prepared(tuned, anchor_data.x).numpy()
@@ -482,6 +547,6 @@ def finetune(
         model=result_model, card=result_card, dice_before=dice_before, dice_after=dice_after, accepted=accepted,
         losses=losses, train_indices=train_idx, heldout_indices=held_idx, message=message,
         anchor_dice_before=anchor_dice_before, anchor_dice_after=anchor_dice_after, steps=step,
-        elapsed_s=elapsed, details=details,
+        elapsed_s=elapsed, details=details, per_class=per_class, hd95_unit="px" if spacing is None else "mm",
     )
 
