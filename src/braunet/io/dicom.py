@@ -30,7 +30,7 @@ from braunet.errors import InputError
 from braunet.io._common import PARSE_ERRORS, first_line, rescale
 from braunet.io.volume import Volume
 
-__all__ = ["read_dicom_series"]
+__all__ = ["read_dicom_series", "read_series_datasets"]
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _GAP_FACTOR = 1.5  # a step this many times the reference step means a missing slice
@@ -61,6 +61,50 @@ def read_dicom_series(folder: str | PathLike) -> Volume:
             slice sizes or orientations, duplicate positions, missing slices or irregular spacing.
     """
     folder = Path(folder).expanduser()
+    slices, positions, step = _ordered_slices(folder)
+
+    pixels, slopes, intercepts = [], [], []
+    for item in slices:
+        try:
+            pixels.append(item.dataset.pixel_array.T)  # reason: (rows, cols) -> (i along a row, j down the rows)
+        except PARSE_ERRORS as error:
+            problem = f"cannot decode pixel data, truncated or unsupported ({first_line(error)})"
+            raise InputError(f"{item.path}: {problem}") from error
+        slopes.append(float(item.dataset.get("RescaleSlope", 1.0) or 1.0))
+        intercepts.append(float(item.dataset.get("RescaleIntercept", 0.0) or 0.0))
+    raw = np.stack(pixels, axis=-1)
+    array = rescale(raw, np.array(slopes), np.array(intercepts))
+
+    row_cos, col_cos = _orientation(slices[0])
+    pixel_spacing = _float_list(slices[0], "PixelSpacing", 2)  # reason: DICOM order is (between rows, between columns)
+    lps = np.eye(4)
+    lps[:3, 0] = row_cos * pixel_spacing[1]
+    lps[:3, 1] = col_cos * pixel_spacing[0]
+    lps[:3, 2] = step
+    lps[:3, 3] = positions[0]
+    modality = str(slices[0].dataset.get("Modality", "") or "OT")
+    return Volume(array=np.ascontiguousarray(array), affine=_LPS_TO_RAS @ lps, source=folder,
+                  modality=modality, is_2d=False)  # fmt: skip
+
+
+def read_series_datasets(folder: str | PathLike) -> list[FileDataset]:
+    """The slices of a DICOM series folder as pydicom datasets, in the volume's ``k`` order.
+
+    Same checks and order as :func:`read_dicom_series`, so ``datasets[k]`` is the slice stored in
+    ``read_dicom_series(folder).array[:, :, k]``. Writers that must reference the source
+    instances (DICOM Segmentation export) use it to map each slice to its SOPInstanceUID.
+
+    Raises:
+        InputError: as :func:`read_dicom_series`.
+    """
+    slices, _, _ = _ordered_slices(folder)
+    return [item.dataset for item in slices]
+
+
+def _ordered_slices(folder: str | PathLike) -> tuple[list[_Slice], np.ndarray, np.ndarray]:
+    """Load and check a series; return its slices sorted along the normal, their LPS positions
+    ``(K, 3)`` and the LPS step vector ``(3,)`` between neighbours."""
+    folder = Path(folder).expanduser()
     if not folder.exists():
         raise InputError(f"{folder}: no such folder")
     if not folder.is_dir():
@@ -78,28 +122,7 @@ def read_dicom_series(folder: str | PathLike) -> Volume:
     slices = [slices[i] for i in order]
     positions = positions[order]
     step = _slice_step(folder, slices, positions, normal)
-
-    pixels, slopes, intercepts = [], [], []
-    for item in slices:
-        try:
-            pixels.append(item.dataset.pixel_array.T)  # reason: (rows, cols) -> (i along a row, j down the rows)
-        except PARSE_ERRORS as error:
-            problem = f"cannot decode pixel data, truncated or unsupported ({first_line(error)})"
-            raise InputError(f"{item.path}: {problem}") from error
-        slopes.append(float(item.dataset.get("RescaleSlope", 1.0) or 1.0))
-        intercepts.append(float(item.dataset.get("RescaleIntercept", 0.0) or 0.0))
-    raw = np.stack(pixels, axis=-1)
-    array = rescale(raw, np.array(slopes), np.array(intercepts))
-
-    pixel_spacing = _float_list(slices[0], "PixelSpacing", 2)  # reason: DICOM order is (between rows, between columns)
-    lps = np.eye(4)
-    lps[:3, 0] = row_cos * pixel_spacing[1]
-    lps[:3, 1] = col_cos * pixel_spacing[0]
-    lps[:3, 2] = step
-    lps[:3, 3] = positions[0]
-    modality = str(slices[0].dataset.get("Modality", "") or "OT")
-    return Volume(array=np.ascontiguousarray(array), affine=_LPS_TO_RAS @ lps, source=folder,
-                  modality=modality, is_2d=False)  # fmt: skip
+    return slices, positions, step
 
 
 def _load_slices(folder: Path) -> list[_Slice]:
