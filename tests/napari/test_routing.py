@@ -104,7 +104,8 @@ def test_click_shows_what_record_routing_predicts(make_napari_viewer, qtbot, cpu
     np.testing.assert_allclose(heat.translate, np.asarray(image.translate) + [95 * 3.0, 0, 0])
     assert heat.data[0, 61, 20] == pytest.approx(softmax[window], rel=1e-5)
     assert heat.data.max() == pytest.approx(softmax.max(), rel=1e-5)
-    assert heat.colorbar.visible and widget.colorbar.high == pytest.approx(softmax.max(), rel=1e-5)
+    qtbot.waitUntil(lambda: heat.colorbar.visible, timeout=10_000)
+    assert widget.colorbar.high == pytest.approx(softmax.max(), rel=1e-5)
     assert "7 x 7 windows of 32 px" in widget.grid.value and f"top-{len(routed)}" in widget.grid.value
     # Below the labels, and hidden in 3-D display.
     labels_index = viewer.layers.index(viewer.layers["CT abdomen reference labels"])

@@ -46,6 +46,7 @@ HEATMAP_NAME = "routing heatmap"
 HEATMAP_MODES = ("score (softmax over windows)", "score (logit q·k)", "routing frequency (all queries)")
 _QUERY_COLOR, _ROUTED_COLOR = "#ffd700", "#00e5ff"
 _CACHE_SIZE = 16
+_DRAW_GAP_MS = 40  # between the steps of a first drawing, so the canvas repaints and input is handled
 
 
 def block_label(name: str, module: Any) -> str:
@@ -366,7 +367,8 @@ class RoutingWidget(Container):
         """Rectangles now, the heatmap and texts on the next turn of the event loop.
 
         reason: the first Shapes and the first float Image layer each build their vispy visuals
-        (0.2-0.9 s on a CPU-only machine); two turns keep every GUI stall under 0.3 s.
+        (0.2-0.9 s on a CPU-only machine, plus their first paint); separate turns of the event
+        loop (rectangles, heatmap, its canvas colour bar) keep every GUI stall under 0.3 s.
         """
         block = self.block.value
         routes, frame = self._routes[(id(layer), key, k)], self._frames[(id(layer), key, k)]
@@ -386,7 +388,7 @@ class RoutingWidget(Container):
         self._draw_shapes(layer, rectangles, labels)
         drawing = (id(layer), key, k, block, q, self.heatmap.value)
         self._drawing = drawing
-        QTimer.singleShot(0, lambda: self._finish_draw(drawing, layer, key, k, three_d))
+        QTimer.singleShot(_DRAW_GAP_MS, lambda: self._finish_draw(drawing, layer, key, k, three_d))
 
     def _finish_draw(self, drawing: tuple, layer: Any, key: str, k: int, three_d: bool) -> None:
         if drawing != self._drawing or (id(layer), key, k) not in self._routes:
@@ -500,7 +502,8 @@ class RoutingWidget(Container):
                 shapes = self.viewer.layers[SHAPES_NAME]
                 self.viewer.layers.move(self.viewer.layers.index(shapes), len(self.viewer.layers))
             self.viewer.layers.selection.active = active
-            existing.colorbar.visible = True
+            heat = existing
+            QTimer.singleShot(_DRAW_GAP_MS, lambda: setattr(heat.colorbar, "visible", True))  # 0.1 s: a step of its own
         existing.visible = self.viewer.dims.ndisplay == 2
         self.colorbar.show_range("inferno", *limits, quantity)
 
