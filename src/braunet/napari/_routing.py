@@ -24,6 +24,7 @@ Both layers follow the dims slider. Window geometry (resize convention, slice vi
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections import OrderedDict
@@ -83,6 +84,21 @@ def _block_modules(card: Any) -> list[tuple[str, Any]]:
 
     with torch.device("meta"):
         return BRAUNet(card.config).bra_modules()
+
+
+def _preimport_drawing() -> None:
+    """Import, in a worker, the modules napari loads when the first Shapes layer appears.
+
+    reason: napari imports the Shapes layer controls (0.4 s) on the GUI thread when the first
+    Shapes layer is added, which would be the first click's rectangles; imports are thread-safe
+    and this creates no widget.
+    """
+    import importlib
+
+    for name in ("napari._qt.layer_controls.qt_shapes_controls", "napari._vispy.layers.shapes",
+                 "napari._vispy.overlays.colorbar"):  # fmt: skip
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
 
 
 class ColorBar(Container):
@@ -213,6 +229,8 @@ class RoutingWidget(Container):
             import torch
 
             from braunet.infer import SliceRunner
+
+            _preimport_drawing()
 
             model, card = self.private_model(key)
             config = card.config
