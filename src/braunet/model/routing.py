@@ -134,11 +134,16 @@ def save_routing(path: str | PathLike, blocks: Mapping[str, BlockRouting],
                         "arrays": {key: f"b{i}_{key}" for key in _ARRAYS}})  # fmt: skip
     document = {"format": FORMAT, **(about or {}), "grid": GRID_TEXT, "blocks": entries}
     write_atomically(npz, lambda tmp: _savez(tmp, arrays))
-    write_atomically(sidecar, lambda tmp: tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8"))
+    text = json.dumps(document, indent=2) + "\n"
+
+    def write_json(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+
+    write_atomically(sidecar, write_json)
     return npz, sidecar
 
 
-def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def _savez(path: Path, arrays: dict[str, Any]) -> None:
     with open(path, "wb") as handle:  # reason: a file object keeps np.savez from appending ".npz" to the temp name
         np.savez_compressed(handle, **arrays)
 
