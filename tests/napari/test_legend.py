@@ -134,3 +134,31 @@ def test_legend_follows_a_new_segmentation_and_keeps_hidden_classes(make_napari_
     qtbot.waitUntil(lambda: not legend.busy and [r.name for r in legend.records] == ["polyp"], timeout=30_000)
     added.data = np.ones_like(mask)  # a new prediction written as a whole
     qtbot.waitUntil(lambda: not legend.busy and legend.records[0].voxels == mask.size, timeout=30_000)
+
+
+def test_legend_follows_segment_runs(make_napari_viewer, qtbot, tiny_ct_checkpoint):
+    """The Segment widget's new layer is listed at once; a re-run on other slices updates the counts."""
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "ct_abdomen")
+    _, legend = viewer.window.add_plugin_dock_widget(PLUGIN, "Legend")
+    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    segment.checkpoint.value = str(tiny_ct_checkpoint)
+    segment.slice_mode.value = "slice range"
+    segment.first.value, segment.last.value = 60, 61
+    segment.run_button.native.click()
+    qtbot.waitUntil(lambda: "CT abdomen segmentation" in viewer.layers, timeout=60_000)
+    labels = viewer.layers["CT abdomen segmentation"]
+    assert legend.labels_layer.value is labels
+
+    def shown() -> list[int]:
+        return [r.voxels for r in legend.records]
+
+    def expected() -> list[int]:
+        return [int(n) for n in np.bincount(labels.data.ravel(), minlength=len(legend.class_names()))[1:]]
+
+    qtbot.waitUntil(lambda: not legend.busy and bool(legend.records) and shown() == expected(), timeout=30_000)
+    first = shown()
+    segment.first.value, segment.last.value = 80, 81
+    segment.run_button.native.click()  # written into the same layer (one undoable edit)
+    qtbot.waitUntil(lambda: not legend.busy and shown() == expected() != first, timeout=60_000)
+    assert legend.ct and all(r.voxels == 0 or r.mean is not None for r in legend.records)
