@@ -117,7 +117,7 @@ def test_click_shows_what_record_routing_predicts(make_napari_viewer, qtbot, cpu
 
     # The frequency heatmap: the share of this slice's query windows that route into each window.
     widget.heatmap.value = HEATMAP_MODES[2]
-    qtbot.waitUntil(lambda: widget.colorbar.title.value.startswith("share of query windows"), timeout=10_000)
+    qtbot.waitUntil(lambda: widget.colorbar.title.value.startswith("share of queries"), timeout=10_000)
     heat = viewer.layers["routing heatmap"]
     expected_share = np.bincount(indices.reshape(-1), minlength=indices.shape[0]) / indices.shape[0]
     assert heat.data[0, 61, 20] == pytest.approx(expected_share[window])

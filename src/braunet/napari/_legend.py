@@ -96,6 +96,7 @@ class LegendWidget(Container):
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.native.layout().addWidget(self.table)
+        self.native.layout().addStretch(1)  # keep the rows under the picker, not spread over the dock
         self.table.itemChanged.connect(self._item_changed)
 
         self.records: list[Any] = []  # ClassStatistics of the shown rows

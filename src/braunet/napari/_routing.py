@@ -127,7 +127,7 @@ class ColorBar(Container):
         image = QImage(strip.data, width, 12, 4 * width, QImage.Format.Format_RGBA8888).copy()
         self.bar.setPixmap(QPixmap.fromImage(image).scaled(self.bar.width() or width, 12))
         self.bar.setScaledContents(True)
-        self.title.value = f"{quantity}: {self.low:.3g} (dark) … {self.high:.3g} (bright)"
+        self.title.value = f"{quantity}: {self.low:.3g} … {self.high:.3g}"
         self.visible = True
 
 
@@ -169,7 +169,7 @@ class RoutingWidget(Container):
         super().__init__(widgets=[self.image, self.model, self.compare, self.block, self.heatmap, self.inspect,
                                   self.info, self.colorbar, self.grid, self.overlap, self.export_slice,
                                   self.export_volume, self.status])  # fmt: skip
-        wrap_labels(self.info, self.status, self.grid, self.overlap, self.colorbar.title)
+        wrap_labels(self.info, self.status, self.grid, self.overlap)
 
         self.model.changed.connect(self._model_chosen)
         self.compare.changed.connect(self._compare_chosen)
@@ -491,10 +491,10 @@ class RoutingWidget(Container):
                       logits: np.ndarray, q: int) -> None:  # fmt: skip
         mode = self.heatmap.value
         if mode == HEATMAP_MODES[2]:
-            per_window, quantity = routing_frequency(indices, frame.n_win), "share of query windows routed here"
+            per_window, quantity = routing_frequency(indices, frame.n_win), "share of queries routed here"
         else:
             per_window = query_scores(logits, q, mode)
-            quantity = "routing score, softmax over windows" if mode == HEATMAP_MODES[0] else "routing logit q·k"
+            quantity = "routing score (softmax)" if mode == HEATMAP_MODES[0] else "routing logit q·k"
         heat = per_window[frame.window_map()].astype(np.float32)  # (H, W): each pixel shows its window's value
         scale, translate = np.asarray(layer.scale, float), np.asarray(layer.translate, float).copy()
         if three_d:
