@@ -1,9 +1,10 @@
-"""The routing of a model over slices of an image or volume, headless (what the routing explorer exports).
+"""The routing of a model over slices of an image or volume, headless (what the routing explorer exports)::
 
-    >>> from braunet.infer.routing import route_volume          # doctest: +SKIP
-    >>> from braunet.model.routing import save_routing
-    >>> blocks = route_volume(model, card, volume, slices=[95])  # {block: BlockRouting}, S = 1 slice
-    >>> save_routing("ct_routing", blocks, about={"model": card.name, "slices": [95]})
+    from braunet.infer.routing import route_volume
+    from braunet.model.routing import save_routing
+
+    blocks = route_volume(model, card, volume, slices=[95])  # {block: BlockRouting}, S = 1 slice
+    save_routing("ct_routing", blocks, about={"model": card.name, "slices": [95]})
 
 The slices are prepared exactly as for segmentation (:class:`~braunet.infer.SliceRunner` with
 ``card.recipe``: window, resize, the model's slice view), so the routing is that of the network
