@@ -508,20 +508,18 @@ class RoutingWidget(Container):
         else:
             if existing is not None:
                 self.viewer.layers.remove(existing)
+            from napari.layers import Image
+
             active = self.viewer.layers.selection.active
-            existing = self.viewer.add_image(heat, name=HEATMAP_NAME, colormap="inferno", opacity=0.45,
-                                             blending="additive", contrast_limits=limits, scale=scale,
-                                             translate=translate, axis_labels=layer.axis_labels,
-                                             metadata={OVERLAY_KEY: True})  # fmt: skip
-            # Just above the image, so labels (and the rectangles) stay on top of it.
-            if layer in self.viewer.layers:
-                self.viewer.layers.move(self.viewer.layers.index(existing), self.viewer.layers.index(layer) + 1)
-            if SHAPES_NAME in self.viewer.layers:
-                shapes = self.viewer.layers[SHAPES_NAME]
-                self.viewer.layers.move(self.viewer.layers.index(shapes), len(self.viewer.layers))
+            existing = Image(heat, name=HEATMAP_NAME, colormap="inferno", opacity=0.45, blending="additive",
+                             contrast_limits=limits, scale=scale, translate=translate, axis_labels=layer.axis_labels,
+                             metadata={OVERLAY_KEY: True})  # fmt: skip
+            # Just above the image, so labels and the rectangles stay on top of it (inserted there: no move).
+            where = self.viewer.layers.index(layer) + 1 if layer in self.viewer.layers else len(self.viewer.layers)
+            self.viewer.layers.insert(where, existing)
             self.viewer.layers.selection.active = active
-            heat = existing
-            QTimer.singleShot(_DRAW_GAP_MS, lambda: setattr(heat.colorbar, "visible", True))  # 0.1 s: a step of its own
+            new_layer = existing
+            QTimer.singleShot(_DRAW_GAP_MS, lambda: setattr(new_layer.colorbar, "visible", True))  # 0.1 s: a step of its own
         existing.visible = self.viewer.dims.ndisplay == 2
         self.colorbar.show_range("inferno", *limits, quantity)
 
