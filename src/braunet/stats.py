@@ -6,7 +6,7 @@ volume being ``|det|`` of the affine's 3x3 part, so oblique and flipped grids ar
 and standard deviation of the image inside the organ (HU for CT), and the bounding box as voxel
 indices and in RAS+ world millimetres. Written as JSON (one document) or CSV (one row per class).
 
-Each quantity is one pass over the volume (``bincount``, ``find_objects``, ``ndimage.mean``), so a
+Each quantity is one or two passes over the volume (``bincount``, ``find_objects``), so a
 512 x 512 x 300 CT takes seconds, not one pass per organ.
 """
 
@@ -156,18 +156,26 @@ def write_statistics_csv(records: Sequence[ClassStatistics], path: str | PathLik
 
 
 def _intensities(image: Volume, labels: np.ndarray, values: list[int]) -> tuple[dict[int, float], dict[int, float]]:
+    """Mean and population std of the image per label value, two weighted ``bincount`` passes.
+
+    reason: ``ndimage.mean``/``standard_deviation`` with an index list take ~5 s each on a
+    512 x 512 x 200 CT; bincount takes a fraction of a second, and subtracting each voxel's class
+    mean before squaring keeps the std as accurate as the two-pass formula.
+    """
     if not values:
         return {}, {}
     array = image.array
     if array.ndim == labels.ndim + 1:  # RGB: average the channels per pixel
         array = array.mean(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):  # reason: ndimage divides for absent values too, then drops them
-        means = ndimage.mean(array, labels=labels, index=values)
-        stds = ndimage.standard_deviation(array, labels=labels, index=values)
-    return (
-        {v: float(m) for v, m in zip(values, np.atleast_1d(means), strict=True)},
-        {v: float(s) for v, s in zip(values, np.atleast_1d(stds), strict=True)},
-    )
+    flat_labels, flat = labels.ravel(), np.asarray(array).ravel()
+    if 0 not in values:  # organs are a small part of a CT: work on their voxels only
+        inside = flat_labels != 0
+        flat_labels, flat = flat_labels[inside], flat[inside]
+    flat = flat.astype(np.float64)
+    counts = np.bincount(flat_labels, minlength=max(values) + 1).astype(np.float64)
+    means = np.bincount(flat_labels, weights=flat) / np.maximum(counts, 1)
+    squares = np.bincount(flat_labels, weights=(flat - means[flat_labels]) ** 2) / np.maximum(counts, 1)
+    return {v: float(means[v]) for v in values}, {v: float(np.sqrt(squares[v])) for v in values}
 
 
 def _box(labels: np.ndarray, value: int, boxes: list) -> tuple[slice, ...]:

@@ -21,7 +21,7 @@ def test_manifest_is_discovered():
     manager.discover()
     manifest = manager.get_manifest(PLUGIN)
     contributions = manifest.contributions
-    assert {w.display_name for w in contributions.widgets} == {"Segment", "Routing explorer", "Fine-tune"}
+    assert {w.display_name for w in contributions.widgets} == {"Segment", "Routing explorer", "Fine-tune", "Legend"}
     assert {s.key for s in contributions.sample_data} == {"ct_abdomen", "dermoscopy", "colonoscopy"}
     assert "*.nii.gz" in contributions.readers[0].filename_patterns and contributions.readers[0].accepts_directories
     writer = contributions.writers[0]

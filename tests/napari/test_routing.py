@@ -1,4 +1,4 @@
-"""Routing explorer: a click shows exactly the windows record_routing reports for the clicked window."""
+"""Routing explorer: a click shows exactly the windows and scores record_routing reports for the clicked window."""
 
 from __future__ import annotations
 
@@ -29,12 +29,15 @@ def _expected_routing(volume, model, card, world_lps, block):
     window = int(np.floor((m_r + 0.5) / (size / n_win))) * n_win + int(np.floor((m_c + 0.5) / (size / n_win)))
     with torch.inference_mode(), record_routing(model) as routes:
         model(preprocess_slices(raw, card.preprocessing, size))
-    indices = next(route.indices[0] for route in routes if route.name == block)
-    return k, window, indices[window].tolist(), indices.numpy()
+    route = next(route for route in routes if route.name == block)
+    indices = route.indices[0]
+    return k, window, indices[window].tolist(), indices.numpy(), route.logits[0].numpy()
 
 
 @pytest.mark.parametrize("block_index", [0, -1])  # first encoder block, last decoder block
-def test_click_shows_what_record_routing_predicts(make_napari_viewer, qtbot, cpu_ct_checkpoint, block_index):
+def test_click_shows_what_record_routing_predicts(make_napari_viewer, qtbot, cpu_ct_checkpoint, block_index,
+                                                  heartbeat):  # fmt: skip
+    from braunet.napari._routing import HEATMAP_MODES
     from braunet.samples import load_sample
 
     viewer = make_napari_viewer()
@@ -46,6 +49,8 @@ def test_click_shows_what_record_routing_predicts(make_napari_viewer, qtbot, cpu
     assert widget.model.value == segment.model.value
     blocks = list(widget.block.choices)
     widget.block.value = blocks[block_index]
+    qtbot.waitUntil(lambda: widget.model.value in widget.warmed, timeout=60_000)  # warmed up in a worker
+    assert "routing heatmap" not in viewer.layers and "routing windows" not in viewer.layers  # before any query
 
     viewer.dims.set_point(0, image.data_to_world((95, 0, 0))[0])
     click = image.data_to_world((95, 61.2, 20.7))  # a point on the patient's right, world mm (LPS)
@@ -56,11 +61,13 @@ def test_click_shows_what_record_routing_predicts(make_napari_viewer, qtbot, cpu
         type, position, view_direction, dims_displayed, modifiers, button = (
             "mouse_press", tuple(click), None, [1, 2], (), 1)  # fmt: skip
 
-    mouse_press_callbacks(viewer, Event())
-    qtbot.waitUntil(lambda: "query" in widget.last, timeout=60_000)
+    with heartbeat() as beat:  # the first click: one forward pass in a worker, the GUI keeps ticking
+        mouse_press_callbacks(viewer, Event())
+        qtbot.waitUntil(lambda: "query" in widget.last, timeout=60_000)
+    assert beat.max_gap < 0.3, f"GUI stalled {beat.max_gap:.2f} s on the first click"
 
     model, card = load_model(cpu_ct_checkpoint)
-    k, window, routed, indices = _expected_routing(load_sample("ct_abdomen").image, model, card, click,
+    k, window, routed, indices, logits = _expected_routing(load_sample("ct_abdomen").image, model, card, click,
                                                    widget.block.value)  # fmt: skip
     assert (widget.last["slice"], widget.last["query"], widget.last["routed"]) == (k, window, routed)
 
@@ -86,10 +93,32 @@ def test_click_shows_what_record_routing_predicts(make_napari_viewer, qtbot, cpu
     assert query_rect[:, 0].min() <= 61.2 <= query_rect[:, 0].max()  # the clicked point is inside its window
     assert query_rect[:, 1].min() <= 20.7 <= query_rect[:, 1].max()
 
-    # The heatmap: the share of this slice's query windows that route into each window.
-    heat = viewer.layers["routing frequency"]
+    # The scores: the region-level logits of the query window, softmax over all windows; top-k = routed.
+    np.testing.assert_allclose(widget.last["logits"], logits[window], rtol=1e-5, atol=1e-5)
+    softmax = np.exp(logits[window] - logits[window].max())
+    softmax /= softmax.sum()
+    np.testing.assert_allclose(widget.last["scores"], softmax, rtol=1e-5, atol=1e-7)
+    assert list(np.argsort(-logits[window], kind="stable")[: len(routed)]) == routed
+    heat = viewer.layers["routing heatmap"]
     assert heat.data.shape == (1, 101, 122)
     np.testing.assert_allclose(heat.translate, np.asarray(image.translate) + [95 * 3.0, 0, 0])
+    assert heat.data[0, 61, 20] == pytest.approx(softmax[window], rel=1e-5)
+    assert heat.data.max() == pytest.approx(softmax.max(), rel=1e-5)
+    qtbot.waitUntil(lambda: heat.colorbar.visible, timeout=10_000)
+    assert widget.colorbar.high == pytest.approx(softmax.max(), rel=1e-5)
+    assert "7 x 7 windows of 32 px" in widget.grid.value and f"top-{len(routed)}" in widget.grid.value
+    # Below the labels, and hidden in 3-D display.
+    labels_index = viewer.layers.index(viewer.layers["CT abdomen reference labels"])
+    assert viewer.layers.index(heat) < labels_index
+    viewer.dims.ndisplay = 3
+    assert not heat.visible
+    viewer.dims.ndisplay = 2
+    assert heat.visible
+
+    # The frequency heatmap: the share of this slice's query windows that route into each window.
+    widget.heatmap.value = HEATMAP_MODES[2]
+    qtbot.waitUntil(lambda: widget.colorbar.title.value.startswith("share of queries"), timeout=10_000)
+    heat = viewer.layers["routing heatmap"]
     expected_share = np.bincount(indices.reshape(-1), minlength=indices.shape[0]) / indices.shape[0]
     assert heat.data[0, 61, 20] == pytest.approx(expected_share[window])
     assert heat.data.max() == pytest.approx(expected_share.max())
@@ -97,7 +126,7 @@ def test_click_shows_what_record_routing_predicts(make_napari_viewer, qtbot, cpu
     # It follows the slider: the same point on the next slice.
     viewer.dims.set_point(0, image.data_to_world((96, 0, 0))[0])
     qtbot.waitUntil(lambda: widget.last.get("slice") == 96, timeout=60_000)
-    k2, window2, routed2, _ = _expected_routing(load_sample("ct_abdomen").image, model, card,
+    k2, window2, routed2, _, _ = _expected_routing(load_sample("ct_abdomen").image, model, card,
                                                 image.data_to_world((96, 61.2, 20.7)), widget.block.value)  # fmt: skip
     assert (widget.last["query"], widget.last["routed"]) == (window2, routed2)
     assert np.all(viewer.layers["routing windows"].data[0][:, 0] == 96)
@@ -118,4 +147,63 @@ def test_routing_on_a_2d_image(make_napari_viewer, qtbot, tiny_rgb_checkpoint):
     rect = viewer.layers["routing windows"].data[0]
     np.testing.assert_allclose(rect.min(axis=0), [255.5, -0.5])
     np.testing.assert_allclose(rect.max(axis=0), [383.5, 127.5])
-    assert viewer.layers["routing frequency"].data.shape == (512, 512)
+    assert viewer.layers["routing heatmap"].data.shape == (512, 512)
+
+
+def test_export_round_trip_and_model_comparison(make_napari_viewer, qtbot, tiny_ct_checkpoint, tmp_path):
+    """Volume export = record_routing slice by slice; a second model's routed windows give the Jaccard per block."""
+    from braunet.infer.routing import route_volume
+    from braunet.model.routing import load_routing, routed_jaccard
+    from braunet.samples import load_sample
+
+    from .conftest import make_checkpoint
+
+    other_checkpoint = make_checkpoint(tmp_path, "tiny", "ct", "tiny-ct-other", seed=1)
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "ct_abdomen")
+    image = viewer.layers["CT abdomen"]
+    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    segment.checkpoint.value = str(other_checkpoint)
+    other_key = segment.model.value
+    segment.checkpoint.value = str(tiny_ct_checkpoint)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Routing explorer")
+    key = widget.model.value
+    assert key != other_key
+    widget.compare.value = other_key
+    assert "routing heatmap" not in viewer.layers  # choosing models draws nothing before a query
+
+    # Export of the whole volume (layer slices 0..K-1), read back with NumPy + JSON only.
+    job = widget.export(tmp_path / "ct routing.npz", whole_volume=True)
+    with qtbot.waitSignal(job.finished, timeout=120_000):
+        pass
+    blocks, about = load_routing(tmp_path / "ct routing")
+    assert about["format"] == "braunet-routing/1" and about["model"] == key
+    assert about["slices"] == list(range(image.data.shape[0])) and about["n_win"] == 4
+    model, card = load_model(tiny_ct_checkpoint)
+    volume = load_sample("ct_abdomen").image
+    # Layer slice k is canonical slice k of the canonical grid (the layer is the radiological stack).
+    expected = route_volume(model, card, volume)
+    assert set(blocks) == set(expected) == {name for name, _ in model.bra_modules()}
+    for name, block in expected.items():
+        np.testing.assert_array_equal(blocks[name].indices, block.indices)
+        np.testing.assert_allclose(blocks[name].logits, block.logits, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(blocks[name].weights, block.weights, rtol=1e-5, atol=1e-6)
+    # One slice, directly through record_routing (an independent path from route_volume).
+    k = 60
+    _, window, routed, indices, logits = _expected_routing(volume, model, card, image.data_to_world((k, 50, 60)),
+                                                            "stages.0.0.attn")  # fmt: skip
+    np.testing.assert_array_equal(blocks["stages.0.0.attn"].indices[k], indices)
+    np.testing.assert_allclose(blocks["stages.0.0.attn"].logits[k], logits, rtol=1e-5, atol=1e-5)
+
+    # Comparison: a click routes both models; Jaccard per block of the query window's routed windows.
+    viewer.dims.set_point(0, image.data_to_world((k, 0, 0))[0])
+    assert widget.inspect_world(image.data_to_world((k, 50, 60)))
+    qtbot.waitUntil(lambda: "jaccard" in widget.last, timeout=60_000)
+    assert widget.last["query"] == window and widget.last["routed"] == routed
+    other_model, other_card = load_model(other_checkpoint)
+    other = route_volume(other_model, other_card, volume, slices=[k])
+    for name, value in widget.last["jaccard"].items():
+        assert value == pytest.approx(float(routed_jaccard(expected[name].indices[k, window],
+                                                           other[name].indices[0, window])))  # fmt: skip
+    assert set(widget.last["jaccard"]) == set(expected)
+    assert "Jaccard" in widget.overlap.value

@@ -13,8 +13,9 @@ implemented differently, so that a training step holds little more than the ``qk
   ``(N p^2, heads, hw, topk hw)`` attention matrix;
 * attention and LePE are one autograd function that saves only ``qkv`` and gathers again in
   backward, writing the gradients of q, k and v straight into one ``qkv``-shaped buffer;
-* the routing weights (softmax over the selected routing logits) are computed only while
-  :func:`braunet.model.record_routing` is active, because the official model never uses them.
+* the routing weights (softmax over the selected routing logits) and the full region-level
+  logits are kept only while :func:`braunet.model.record_routing` is active, because the
+  official model never uses them.
 
 The plain gather implementation lives in ``tests/model/bra_oracle.py`` and the tests check both
 agree in outputs and gradients.
@@ -43,6 +44,8 @@ class RouteRecord:
         map_size: (H, W) of the attended feature map in pixels.
         indices: (B, n_win**2, topk) int64, routed windows of each query window, best first.
         weights: (B, n_win**2, topk) float, softmax over the selected routing logits.
+        logits: (B, n_win**2, n_win**2) float, the region-to-region routing scores
+            ``q_win * scale @ k_win^T`` the top-k was taken over (query window x key window).
     """
 
     name: str
@@ -50,6 +53,7 @@ class RouteRecord:
     map_size: tuple[int, int]
     indices: Tensor
     weights: Tensor
+    logits: Tensor
 
 
 _CHUNK_BYTES = 4 * 2**20  # routed keys + values gathered at once, per chunk of query windows
@@ -226,6 +230,10 @@ class BiLevelRoutingAttention(nn.Module):
         self._routing_sink: list[RouteRecord] | None = None  # set by record_routing()
         self._routing_name = ""
 
+    def route_logits(self, q_win: Tensor, k_win: Tensor) -> Tensor:
+        """(N, p^2, qk_dim) window means of queries and keys -> (N, p^2, p^2) region-to-region routing scores."""
+        return (q_win * self.scale) @ k_win.transpose(-2, -1)
+
     def route(self, q_win: Tensor, k_win: Tensor) -> tuple[Tensor, Tensor]:
         """Pick the top-k key windows of every query window.
 
@@ -234,7 +242,7 @@ class BiLevelRoutingAttention(nn.Module):
         Returns:
             indices (N, p^2, topk) int64 sorted by decreasing logit, and those logits.
         """
-        logits = (q_win * self.scale) @ k_win.transpose(-2, -1)  # (N, p^2, p^2)
+        logits = self.route_logits(q_win, k_win)
         top_logits, indices = torch.topk(logits, k=self.topk, dim=-1)
         return indices, top_logits
 
@@ -254,8 +262,9 @@ class BiLevelRoutingAttention(nn.Module):
             indices, top_logits = self.route(means[..., :qk_dim], means[..., qk_dim:])
         if self._routing_sink is not None:
             self._routing_sink.append(
-                RouteRecord(self._routing_name, n_win, (height, width), indices.clone(), top_logits.softmax(dim=-1))
-            )
+                RouteRecord(self._routing_name, n_win, (height, width), indices.clone(), top_logits.softmax(dim=-1),
+                        self.route_logits(means[..., :qk_dim], means[..., qk_dim:]))
+            )  # fmt: skip
 
         # Token level: attention of every query window over the pixels of its routed windows, plus LePE.
         layout = _Layout.of(n, height, width, n_win, x.device)
