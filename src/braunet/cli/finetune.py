@@ -44,49 +44,51 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from braunet._atomic import StagedFolder, stage_folder
     from braunet.errors import OutputError
+    from braunet.infer.engine import check_input_kind
     from braunet.train.finetune import finetune
-    from braunet.train.pairs import collect_pairs
+    from braunet.train.pairs import collect_pairs, is_volume_path
     from braunet.train.slices import load_pairs
-    from braunet.train.versions import save_version, write_version
+    from braunet.train.versions import claim_version, write_version
     from braunet.zoo import library_dir, resolve_model, version_dir
 
-    out: Path | None = args.out.expanduser() if args.out is not None else None
-    if out is not None:
-        if (out / "card.json").exists() or (out / "model.safetensors").exists():
-            raise OutputError(f"{out}: already holds a model; choose a new folder (versions are never overwritten)")
-        if not out.parent.is_dir():
-            raise OutputError(f"{out}: parent folder {out.parent} does not exist")
     source = resolve_model(args.model)
-    if out is None:  # reason: refuse before training, not after, when the next version is already saved
-        taken = version_dir(library_dir(), source.name, source.version + 1)
-        if taken.exists():
-            raise OutputError(f"{taken}: {source.name}@{source.version + 1} is already saved (versions are never "
-                              "overwritten); fine-tune that version, or give --out DIR")
-    model, card = source.load(args.device)
     pairs = collect_pairs(args.images, args.labels)
-    view = card.recipe.view
-    slices = load_pairs(pairs, num_classes=model.config.num_classes, view=view)
-    with tqdm(total=round(args.time_budget), unit="s", disable=None, leave=False, file=sys.stderr,
-              desc=f"finetune {card.name}", bar_format="{l_bar}{bar}| {n:.0f}/{total} s {postfix}") as bar:
-        def progress(p) -> None:
-            bar.update(min(p.elapsed_s, bar.total) - bar.n)
-            bar.set_postfix({"step": p.step, "loss": f"{p.loss:.3f}"}, refresh=False)
+    for image, _ in pairs:  # reason: a CT volume through an RGB recipe would "improve" on meaningless input
+        check_input_kind(source.card, not is_volume_path(Path(image)), str(image))
+    # Claim the output before any work (refused now if taken or being written by another run); the
+    # claim is a staging folder, removed on every way out unless an accepted version is committed.
+    stage: StagedFolder
+    if args.out is not None:
+        stage = stage_folder(args.out.expanduser())
+    else:
+        slot = version_dir(library_dir(), source.name, source.version + 1)
+        if slot.exists():
+            raise OutputError(f"{slot}: {source.name}@{source.version + 1} is already saved (versions are never "
+                              "overwritten); fine-tune that version, or give --out DIR")
+        stage = claim_version(slot)
+    with stage:
+        model, card = source.load(args.device)
+        slices = load_pairs(pairs, num_classes=model.config.num_classes, view=card.recipe.view)
+        with tqdm(total=round(args.time_budget), unit="s", disable=None, leave=False, file=sys.stderr,
+                  desc=f"finetune {card.name}", bar_format="{l_bar}{bar}| {n:.0f}/{total} s {postfix}") as bar:
+            def progress(p) -> None:
+                bar.update(min(p.elapsed_s, bar.total) - bar.n)
+                bar.set_postfix({"step": p.step, "loss": f"{p.loss:.3f}"}, refresh=False)
 
-        result = finetune(
-            model, card, slices.images, slices.labels, mode=args.mode, time_budget_s=args.time_budget,
-            holdback=args.holdback, progress=progress, seed=args.seed,
-            anchors=source.anchors,
-        )
-    written = ref = None
-    if result.accepted:
-        result.card.training["finetune"]["data"] = [str(p) for pair in pairs[:50] for p in pair]
-        result.card.training["finetune"]["parent_folder"] = str(source.folder)
-        if out is not None:
-            written = write_version(result.model, result.card, out, anchors_from=source.folder)
-        else:
-            written = save_version(result.model, result.card, library_dir(), anchors_from=source.folder)
-            ref = f"{result.card.name}@{result.card.version}"
+            result = finetune(
+                model, card, slices.images, slices.labels, mode=args.mode, time_budget_s=args.time_budget,
+                holdback=args.holdback, progress=progress, seed=args.seed,
+                anchors=source.anchors,
+            )
+        written = ref = None
+        if result.accepted:
+            result.card.training["finetune"]["data"] = [str(p) for pair in pairs[:50] for p in pair]
+            result.card.training["finetune"]["parent_folder"] = str(source.folder)
+            written = write_version(result.model, result.card, stage, anchors_from=source.folder)
+            if args.out is None:
+                ref = f"{result.card.name}@{result.card.version}"
     summary = {
         "accepted": result.accepted, "dice_before": result.dice_before, "dice_after": result.dice_after,
         "anchor_dice_before": result.anchor_dice_before, "anchor_dice_after": result.anchor_dice_after,

@@ -59,10 +59,14 @@ def _is_folder_target(out: Path, text: str, several: bool) -> bool:
     return several or out.is_dir() or text.endswith(("/", os.sep))
 
 
-def _check_folder(folder: Path) -> None:
-    """A folder target must exist, or be creatable in an existing writable parent."""
+def _check_folder(folder: Path, inputs: tuple[Path, ...]) -> None:
+    """A folder target must exist, or be creatable in an existing writable parent, outside every input folder."""
+    from braunet._atomic import is_within
     from braunet.errors import OutputError
 
+    for source in inputs:
+        if source.is_dir() and is_within(folder, source):
+            raise OutputError(f"{folder}: refusing to write into the input folder {source}")
     if folder.exists():
         if not folder.is_dir():
             raise OutputError(f"{folder}: is a file; with several inputs the output must be a folder")
@@ -87,7 +91,7 @@ class _Target:
         self.tag = tag
         self.inputs = inputs
         if self.is_folder:
-            _check_folder(self.path)
+            _check_folder(self.path, inputs)
         else:
             check_writable_target(self.path, inputs=inputs)
 
@@ -116,8 +120,10 @@ class _Target:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from braunet._atomic import atomic_paths
     from braunet.errors import InputError, OutputError
     from braunet.infer import predict
+    from braunet.infer.engine import check_input
     from braunet.io import read_image, write_image, write_labels
     from braunet.zoo import default_model, resolve_model
 
@@ -136,17 +142,27 @@ def run(args: argparse.Namespace) -> int:
         if duplicates:
             raise OutputError(f"{labels_target.path}: several inputs are named {duplicates[0]!r}; their outputs would collide")
 
+    # Every input is read and checked against its model, and every target checked, before any
+    # output is written: a bad last input must not leave the first ones' outputs behind. Each input
+    # is read again in its turn, so memory holds one volume at a time (one input: read once).
     chosen = resolve_model(args.model) if args.model else None
-    models: dict[str, tuple] = {}  # loaded once per source (without --model: one per kind of input)
+    plan = []
     for path in inputs:
         volume = read_image(path)
         source = chosen or resolve_model(default_model("image" if volume.is_2d else "volume"))
-        if source.ref not in models:
-            models[source.ref] = source.load(args.device)
-        model, card = models[source.ref]
+        check_input(source.card, volume)
         targets = [labels_target.for_input(path, volume.is_2d)]
         if conf_target is not None:
             targets.append(conf_target.for_input(path, volume.is_2d))
+        plan.append((path, source, targets, volume if not several else None))
+        del volume
+
+    models: dict[str, tuple] = {}  # loaded once per source (without --model: one per kind of input)
+    for path, source, targets, first_read in plan:
+        volume = first_read if first_read is not None else read_image(path)
+        if source.ref not in models:
+            models[source.ref] = source.load(args.device)
+        model, card = models[source.ref]
 
         with tqdm(total=1, desc=path.name, unit="slice", disable=None, leave=False, file=sys.stderr) as bar:
             def progress(done: int, total: int) -> None:
@@ -158,10 +174,12 @@ def run(args: argparse.Namespace) -> int:
                 confidence=("uint8" if volume.is_2d else "float32") if conf_target else False,
             )
         labels_target.prepare()
-        write_labels(prediction.labels, volume, targets[0], class_names=dict(enumerate(card.class_names)))
         if conf_target is not None:
             conf_target.prepare()
-            write_image(_confidence_volume(prediction.confidence, volume), targets[1])
+        with atomic_paths(targets) as temps:  # reason: labels and confidence appear together or not at all
+            write_labels(prediction.labels, volume, temps[0], class_names=dict(enumerate(card.class_names)))
+            if conf_target is not None:
+                write_image(_confidence_volume(prediction.confidence, volume), temps[1])
         shown = ", ".join(str(t) for t in targets)
         print(f"{path} -> {shown} ({card.name})")
     return 0
