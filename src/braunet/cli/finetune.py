@@ -20,6 +20,21 @@ from pathlib import Path
 __all__ = ["add_parser", "run"]
 
 
+def _share(text: str) -> float:
+    """A share strictly between 0 and 1 (an argparse type: a bad value is a usage error naming the option)."""
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # reason: also refuses nan
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "finetune", help="fine-tune a model on corrected labels", description=__doc__.split("\n\n", 1)[1],
@@ -31,9 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--labels", nargs="+", required=True, metavar="PATH", help="corrected label folder or files")
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="write the new version to this folder instead of the model library")
-    parser.add_argument("--time-budget", type=float, default=30.0, metavar="SECONDS", help="whole round (30)")
+    parser.add_argument("--time-budget", type=_seconds, default=30.0, metavar="SECONDS", help="whole round (30)")
     parser.add_argument("--mode", choices=("decoder", "full"), default="decoder", help="train the decoder or all")
-    parser.add_argument("--holdback", type=float, default=0.25, help="share of slices held back to measure (0.25)")
+    parser.add_argument("--holdback", type=_share, default=0.25, help="share of slices held back to measure (0.25)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
@@ -45,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from braunet._atomic import StagedFolder, stage_folder
-    from braunet.errors import OutputError
-    from braunet.infer.engine import check_input_kind
+    from braunet.errors import InputError, OutputError
+    from braunet.infer.engine import MIN_SIZE, check_input_kind
     from braunet.train.finetune import finetune
     from braunet.train.pairs import collect_pairs, is_volume_path
     from braunet.train.slices import load_pairs
@@ -71,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
     with stage:
         model, card = source.load(args.device)
         slices = load_pairs(pairs, num_classes=model.config.num_classes, view=card.recipe.view)
+        for image, name in zip(slices.images, slices.names, strict=True):
+            if min(image.shape[:2]) < MIN_SIZE:  # reason: the size predict refuses; nothing to learn below it
+                raise InputError(f"{name}: the slice is {image.shape[0]}x{image.shape[1]} px, too small to "
+                                 f"fine-tune on (need >= {MIN_SIZE})")
         with tqdm(total=round(args.time_budget), unit="s", disable=None, leave=False, file=sys.stderr,
                   desc=f"finetune {card.name}", bar_format="{l_bar}{bar}| {n:.0f}/{total} s {postfix}") as bar:
             def progress(p) -> None:
