@@ -212,8 +212,8 @@ def workdir(tmp_path_factory):
 # --- predict ------------------------------------------------------------------------------------
 
 
-_TARGETS = ["new", "new", "new", "new", "new folder/", "new folder/", "existing file", "existing folder", "the input", "missing folder",
-            "wrong suffix"]  # fmt: skip
+_TARGETS = ["new", "new", "new", "new", "new folder/", "new folder/", "existing file", "existing folder", "the input",
+            "missing folder", "wrong suffix"]  # fmt: skip
 
 
 @given(
