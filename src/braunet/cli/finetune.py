@@ -8,6 +8,10 @@ and after. If the Dice improves, the new version (card: version + 1, parent NAME
 in the model library ($BRAUNET_MODELS_DIR, default ~/.braunet/models) as NAME@VERSION, the same
 place the napari Fine-tune widget saves to, or to --out DIR; otherwise nothing is written, the
 reason is printed, and the exit code is 0 (--require-improvement makes it 3).
+
+The output (--out DIR or the library slot NAME@VERSION) is claimed before any work: a taken
+folder, or one another run is writing, is refused at once. The version folder is written under a
+hidden staging name and renamed into place complete, so an interrupt leaves nothing behind.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ existing folder. Several inputs: OUT is a folder (created if its parent exists) 
 ``<name>_labels.nii.gz`` / ``<name>_labels.png``. Label volumes carry the input's exact affine.
 ``--confidence`` follows the same rules (``<name>_confidence...``): float32 NIfTI for volumes,
 8-bit PNG (255 = probability 1) for images.
+
+Every input is read and checked against its model, and every output path checked, before anything
+is written; each input's label and confidence files appear together or not at all; OUT may not lie
+in an input (DICOM series) folder.
 """
 
 from __future__ import annotations
