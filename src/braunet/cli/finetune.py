@@ -10,6 +10,10 @@ place the napari Fine-tune widget saves to, or to --out DIR; otherwise nothing i
 reason is printed, and the exit code is 0 (--require-improvement makes it 3). Each class's Dice and
 HD95 on the held-back slices are printed before -> after (HD95 in mm for volumes, in pixels for 2-D
 images; --json: ``per_class`` and ``hd95_unit``).
+
+The output (--out DIR or the library slot NAME@VERSION) is claimed before any work: a taken
+folder, or one another run is writing, is refused at once. The version folder is written under a
+hidden staging name and renamed into place complete, so an interrupt leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -20,6 +24,21 @@ import sys
 from pathlib import Path
 
 __all__ = ["add_parser", "class_table", "run"]
+
+
+def _share(text: str) -> float:
+    """A share strictly between 0 and 1 (an argparse type: a bad value is a usage error naming the option)."""
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # reason: also refuses nan
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -33,9 +52,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--labels", nargs="+", required=True, metavar="PATH", help="corrected label folder or files")
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="write the new version to this folder instead of the model library")
-    parser.add_argument("--time-budget", type=float, default=30.0, metavar="SECONDS", help="whole round (30)")
+    parser.add_argument("--time-budget", type=_seconds, default=30.0, metavar="SECONDS", help="whole round (30)")
     parser.add_argument("--mode", choices=("decoder", "full"), default="decoder", help="train the decoder or all")
-    parser.add_argument("--holdback", type=float, default=0.25, help="share of slices held back to measure (0.25)")
+    parser.add_argument("--holdback", type=_share, default=0.25, help="share of slices held back to measure (0.25)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
@@ -46,51 +65,57 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from braunet.errors import OutputError
+    from braunet._atomic import StagedFolder, stage_folder
+    from braunet.errors import InputError, OutputError
+    from braunet.infer.engine import MIN_SIZE, check_input_kind
     from braunet.train.finetune import finetune
-    from braunet.train.pairs import collect_pairs
+    from braunet.train.pairs import collect_pairs, is_volume_path
     from braunet.train.slices import load_pairs
-    from braunet.train.versions import save_version, write_version
+    from braunet.train.versions import claim_version, write_version
     from braunet.zoo import library_dir, resolve_model, version_dir
 
-    out: Path | None = args.out.expanduser() if args.out is not None else None
-    if out is not None:
-        if (out / "card.json").exists() or (out / "model.safetensors").exists():
-            raise OutputError(f"{out}: already holds a model; choose a new folder (versions are never overwritten)")
-        if not out.parent.is_dir():
-            raise OutputError(f"{out}: parent folder {out.parent} does not exist")
     source = resolve_model(args.model)
-    if out is None:  # reason: refuse before training, not after, when the next version is already saved
-        taken = version_dir(library_dir(), source.name, source.version + 1)
-        if taken.exists():
-            raise OutputError(f"{taken}: {source.name}@{source.version + 1} is already saved (versions are never "
-                              "overwritten); fine-tune that version, or give --out DIR")
-    model, card = source.load(args.device)
     pairs = collect_pairs(args.images, args.labels)
-    view = card.recipe.view
-    slices = load_pairs(pairs, num_classes=model.config.num_classes, view=view)
-    with tqdm(total=round(args.time_budget), unit="s", disable=None, leave=False, file=sys.stderr,
-              desc=f"finetune {card.name}", bar_format="{l_bar}{bar}| {n:.0f}/{total} s {postfix}") as bar:
-        def progress(p) -> None:
-            bar.update(min(p.elapsed_s, bar.total) - bar.n)
-            bar.set_postfix({"step": p.step, "loss": f"{p.loss:.3f}"}, refresh=False)
+    for image, _ in pairs:  # reason: a CT volume through an RGB recipe would "improve" on meaningless input
+        check_input_kind(source.card, not is_volume_path(Path(image)), str(image))
+    # Claim the output before any work (refused now if taken or being written by another run); the
+    # claim is a staging folder, removed on every way out unless an accepted version is committed.
+    stage: StagedFolder
+    if args.out is not None:
+        stage = stage_folder(args.out.expanduser())
+    else:
+        slot = version_dir(library_dir(), source.name, source.version + 1)
+        if slot.exists():
+            raise OutputError(f"{slot}: {source.name}@{source.version + 1} is already saved (versions are never "
+                              "overwritten); fine-tune that version, or give --out DIR")
+        stage = claim_version(slot)
+    with stage:
+        model, card = source.load(args.device)
+        slices = load_pairs(pairs, num_classes=model.config.num_classes, view=card.recipe.view)
+        for image, name in zip(slices.images, slices.names, strict=True):
+            if min(image.shape[:2]) < MIN_SIZE:  # reason: the size predict refuses; nothing to learn below it
+                raise InputError(f"{name}: the slice is {image.shape[0]}x{image.shape[1]} px, too small to "
+                                 f"fine-tune on (need >= {MIN_SIZE})")
+        with tqdm(total=round(args.time_budget), unit="s", disable=None, leave=False, file=sys.stderr,
+                  desc=f"finetune {card.name}", bar_format="{l_bar}{bar}| {n:.0f}/{total} s {postfix}") as bar:
+            def progress(p) -> None:
+                bar.update(min(p.elapsed_s, bar.total) - bar.n)
+                bar.set_postfix({"step": p.step, "loss": f"{p.loss:.3f}"}, refresh=False)
 
-        result = finetune(
-            model, card, slices.images, slices.labels, mode=args.mode, time_budget_s=args.time_budget,
-            holdback=args.holdback, progress=progress, seed=args.seed,
-            anchors=source.anchors,
-            # reason: a 2-D image's spacing is 1.0 by default; only volumes give HD95 in mm
-            spacing=slices.spacing if any(depth is not None for depth in slices.depth_mm) else None,
-        )
-    written = ref = None
-    if result.accepted:
-        result.card.training["finetune"]["data"] = [str(p) for pair in pairs[:50] for p in pair]
-        result.card.training["finetune"]["parent_folder"] = str(source.folder)
-        if out is not None:
-            written = write_version(result.model, result.card, out, anchors_from=source.folder)
-        else:
-            written = save_version(result.model, result.card, library_dir(), anchors_from=source.folder)
-            ref = f"{result.card.name}@{result.card.version}"
+            result = finetune(
+                model, card, slices.images, slices.labels, mode=args.mode, time_budget_s=args.time_budget,
+                holdback=args.holdback, progress=progress, seed=args.seed,
+                anchors=source.anchors,
+                # reason: a 2-D image's spacing is 1.0 by default; only volumes give HD95 in mm
+                spacing=slices.spacing if any(depth is not None for depth in slices.depth_mm) else None,
+            )
+        written = ref = None
+        if result.accepted:
+            result.card.training["finetune"]["data"] = [str(p) for pair in pairs[:50] for p in pair]
+            result.card.training["finetune"]["parent_folder"] = str(source.folder)
+            written = write_version(result.model, result.card, stage, anchors_from=source.folder)
+            if args.out is None:
+                ref = f"{result.card.name}@{result.card.version}"
     summary = {
         "accepted": result.accepted, "dice_before": result.dice_before, "dice_after": result.dice_after,
         "anchor_dice_before": result.anchor_dice_before, "anchor_dice_after": result.anchor_dice_after,

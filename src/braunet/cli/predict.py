@@ -16,6 +16,10 @@ the model's class colours); beside a NIfTI label map come a 3D Slicer colour tab
 viewers show organ names and colours. ``--cleanup`` keeps the large connected pieces of each organ
 in a volume and fills enclosed holes (off by default: see ``braunet.cleanup`` for its measured
 effect).
+
+Every input is read and checked against its model, and every output path checked, before anything
+is written; each input's label and confidence files appear together or not at all; OUT may not lie
+in an input (DICOM series) folder.
 """
 
 from __future__ import annotations
@@ -90,10 +94,14 @@ def _is_folder_target(out: Path, text: str, several: bool) -> bool:
     return several or out.is_dir() or text.endswith(("/", os.sep))
 
 
-def _check_folder(folder: Path) -> None:
-    """A folder target must exist, or be creatable in an existing writable parent."""
+def _check_folder(folder: Path, inputs: tuple[Path, ...]) -> None:
+    """A folder target must exist, or be creatable in an existing writable parent, outside every input folder."""
+    from braunet._atomic import is_within
     from braunet.errors import OutputError
 
+    for source in inputs:
+        if source.is_dir() and is_within(folder, source):
+            raise OutputError(f"{folder}: refusing to write into the input folder {source}")
     if folder.exists():
         if not folder.is_dir():
             raise OutputError(f"{folder}: is a file; with several inputs the output must be a folder")
@@ -121,7 +129,7 @@ class _Target:
         self.inputs = inputs
         self.suffixes = suffixes  # None: by kind of input (NIfTI for volumes, PNG for images)
         if self.is_folder:
-            _check_folder(self.path)
+            _check_folder(self.path, inputs)
         else:
             check_writable_target(self.path, inputs=inputs)
 
@@ -150,9 +158,12 @@ class _Target:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from braunet._atomic import atomic_paths
     from braunet.errors import InputError, OutputError
     from braunet.infer import predict
-    from braunet.io import read_image, write_image
+    from braunet.infer.engine import check_input
+    from braunet.io import read_image, write_image, write_labels
+    from braunet.io.colour_tables import resolve_colours
     from braunet.zoo import default_model, resolve_model
 
     inputs = [Path(text).expanduser() for text in args.inputs]
@@ -185,16 +196,26 @@ def run(args: argparse.Namespace) -> int:
         if duplicates:
             raise OutputError(f"{labels_target.path}: several inputs are named {duplicates[0]!r}; their outputs would collide")
 
+    # Every input is read and checked against its model, and every target checked, before any
+    # output is written: a bad last input must not leave the first ones' outputs behind. Each input
+    # is read again in its turn, so memory holds one volume at a time (one input: read once).
     chosen = resolve_model(args.model) if args.model else None
-    models: dict[str, tuple] = {}  # loaded once per source (without --model: one per kind of input)
+    plan = []
     for path in inputs:
         volume = read_image(path)
         source = chosen or resolve_model(default_model("image" if volume.is_2d else "volume"))
+        check_input(source.card, volume)
+        label_path = labels_target.for_input(path, volume.is_2d)
+        paths = {name: target.for_input(path, volume.is_2d) for name, target in extras.items()}
+        plan.append((path, source, label_path, paths, volume if not several else None))
+        del volume
+
+    models: dict[str, tuple] = {}  # loaded once per source (without --model: one per kind of input)
+    for path, source, label_path, paths, first_read in plan:
+        volume = first_read if first_read is not None else read_image(path)
         if source.ref not in models:
             models[source.ref] = source.load(args.device)
         model, card = models[source.ref]
-        label_path = labels_target.for_input(path, volume.is_2d)
-        paths = {name: target.for_input(path, volume.is_2d) for name, target in extras.items()}
 
         with tqdm(total=1, desc=path.name, unit="slice", disable=None, leave=False, file=sys.stderr) as bar:
             def progress(done: int, total: int) -> None:
@@ -210,28 +231,33 @@ def run(args: argparse.Namespace) -> int:
             from braunet.cleanup import clean_labels
 
             labels = clean_labels(labels)
+        if "dicom_seg" in paths and not labels.any():  # reason: a SEG needs a segment; refuse before writing
+            raise InputError(f"{path}: no organ was found, so there is nothing for --dicom-seg to write")
         for target in (labels_target, *extras.values()):
             target.prepare()
-        written = _write_outputs(labels, volume, card, path, label_path, paths, cleaned=args.cleanup)
-        if "confidence" in paths:
-            written.insert(1, write_image(_confidence_volume(prediction.confidence, volume), paths["confidence"]))
+        names = list(card.class_names)
+        colours = resolve_colours(names, card.class_colors)
+        core = [label_path] + ([paths["confidence"]] if "confidence" in paths else [])
+        with atomic_paths(core) as temps:  # reason: labels and confidence appear together or not at all
+            write_labels(labels, volume, temps[0], class_names=dict(enumerate(names)), colours=colours)
+            if "confidence" in paths:
+                write_image(_confidence_volume(prediction.confidence, volume), temps[1])
+        written = core + _write_extras(labels, volume, card, path, label_path, paths, colours, cleaned=args.cleanup)
         shown = ", ".join(str(t) for t in written)
         print(f"{path} -> {shown} ({card.name})")
     return 0
 
 
-def _write_outputs(
+def _write_extras(
     labels: np.ndarray, volume: Volume, card: ModelCard, source: Path, label_path: Path, paths: dict[str, Path],
-    *, cleaned: bool,
+    colours: list, *, cleaned: bool,
 ) -> list[Path]:
-    """Write the label map (palette PNG, or NIfTI with its colour tables) and the optional outputs
-    named in ``paths`` (``dicom_seg``, ``statistics``, ``overlay``); return the written paths."""
-    from braunet.io import write_labels
-    from braunet.io.colour_tables import resolve_colours, write_colour_tables
+    """Write what accompanies the label map at ``label_path``: its colour tables (volumes) and the
+    optional outputs named in ``paths`` (``dicom_seg``, ``statistics``, ``overlay``); return their paths."""
+    from braunet.io.colour_tables import write_colour_tables
 
     names = list(card.class_names)
-    colours = resolve_colours(names, card.class_colors)
-    written = [write_labels(labels, volume, label_path, class_names=dict(enumerate(names)), colours=colours)]
+    written: list[Path] = []
     if not volume.is_2d:
         written.extend(write_colour_tables(label_path, names, colours))
     if "dicom_seg" in paths:

@@ -36,7 +36,7 @@ from braunet.model import ModelCard
 if TYPE_CHECKING:
     from braunet.io import Volume
 
-__all__ = ["MIN_SIZE", "Prediction", "predict", "predict_image", "predict_volume"]
+__all__ = ["MIN_SIZE", "Prediction", "check_input", "check_input_kind", "predict", "predict_image", "predict_volume"]
 
 MIN_SIZE = 16  # smallest slice/image side accepted, in pixels: below it there is nothing to segment
 _FINITE_CHECK_VOXELS = 1 << 24  # chunk of the NaN/Inf scan, so it needs no volume-sized temporary
@@ -102,14 +102,10 @@ def predict_volume(
     """
     source = _source(volume)
     recipe = card.recipe
-    array = np.asarray(volume.array)
-    if recipe.kind != "ct":
-        raise InputError(f"{source}: model {card.name!r} segments 2-D RGB images, but this is a 3-D volume")
-    if volume.is_2d or array.ndim != 3:
-        raise InputError(f"{source}: expected a 3-D volume, got an array of shape {array.shape}")
-    _check_finite(array, source)
-    if array.size == 0:
-        raise InputError(f"{source}: the volume is empty (shape {array.shape})")
+    if volume.is_2d:
+        check_input_kind(card, False, source)
+        raise InputError(f"{source}: expected a 3-D volume, got an array of shape {np.shape(volume.array)}")
+    check_input(card, volume)
 
     from braunet.io import to_canonical
 
@@ -117,8 +113,6 @@ def predict_volume(
     depth = canonical.shape[2]
     indices = _slice_indices(slices, depth, source)
     height, width = view_shape(canonical.shape, recipe.view)
-    if min(height, width) < MIN_SIZE:
-        raise InputError(f"{source}: axial slices are {height}x{width} px, too small to segment (need >= {MIN_SIZE})")
 
     runner = _runner(model, card, device=device, amp=amp, batch_size=batch_size, confidence=confidence)
     labels_stack = np.zeros((depth, height, width), dtype=runner.label_dtype)  # model-view order (K, H, W)
@@ -161,9 +155,10 @@ def predict_image(
     """
     source = _source(volume_2d)
     image = np.asarray(volume_2d.array)
-    if card.recipe.kind != "rgb":
-        raise InputError(f"{source}: model {card.name!r} segments 3-D CT volumes, but this is a 2-D image")
-    _check_rgb_image(image, source)
+    if not volume_2d.is_2d:
+        check_input_kind(card, True, source)
+        raise InputError(f"{source}: expected a grey (H, W) or RGB (H, W, 3) image, got shape {image.shape}")
+    check_input(card, volume_2d)
     runner = _runner(model, card, device=device, amp=amp, batch_size=1, confidence=confidence)
     if progress:
         progress(0, 1)
@@ -173,6 +168,53 @@ def predict_image(
     if progress:
         progress(1, 1)
     return Prediction(labels[0], conf[0] if conf is not None else None, list(card.class_names), [0])
+
+
+def check_input_kind(card: ModelCard, is_2d: bool, source: str) -> None:
+    """Refuse an input of the other kind than the model's: a CT model segments volumes, an RGB model 2-D images.
+
+    The one check of this pairing: :func:`predict` (hence ``braunet predict``, ``braunet evaluate``
+    and the napari Segment widget) and ``braunet finetune`` call it, so a CT volume never runs
+    through an RGB recipe (nor a photograph through HU windows) anywhere.
+
+    Raises:
+        InputError: ``"SOURCE: model 'NAME' segments ..., but this is ..."``.
+    """
+    if card.recipe.kind == "ct" and is_2d:
+        raise InputError(f"{source}: model {card.name!r} segments 3-D CT volumes, but this is a 2-D image")
+    if card.recipe.kind != "ct" and not is_2d:
+        raise InputError(f"{source}: model {card.name!r} segments 2-D RGB images, but this is a 3-D volume")
+
+
+def check_input(card: ModelCard, volume: Volume) -> None:
+    """Refuse, before any work, what :func:`predict` would refuse: wrong kind, shape, pixels or size.
+
+    ``braunet predict`` checks every input with it before writing any output; the prediction
+    functions call it first. Volumes: 3-D, non-empty, finite, axial slices of at least
+    :data:`MIN_SIZE` px; 2-D images: grey (H, W) or RGB (H, W, 3), 8-bit, at least MIN_SIZE px.
+
+    Raises:
+        InputError: naming ``volume.source`` and the problem.
+    """
+    source = _source(volume)
+    check_input_kind(card, volume.is_2d, source)
+    array = np.asarray(volume.array)
+    if volume.is_2d:
+        _check_rgb_image(array, source)
+        return
+    if array.ndim != 3:
+        raise InputError(f"{source}: expected a 3-D volume, got an array of shape {array.shape}")
+    _check_finite(array, source)
+    if array.size == 0:
+        raise InputError(f"{source}: the volume is empty (shape {array.shape})")
+    from nibabel.orientations import io_orientation
+
+    canonical_shape = [0, 0, 0]  # reason: the shape to_canonical would give, without reordering the voxels
+    for axis, (target, _) in enumerate(io_orientation(volume.affine)):
+        canonical_shape[int(target)] = array.shape[axis]
+    height, width = view_shape(canonical_shape, card.recipe.view)
+    if min(height, width) < MIN_SIZE:
+        raise InputError(f"{source}: axial slices are {height}x{width} px, too small to segment (need >= {MIN_SIZE})")
 
 
 def _runner(model: Network, card: ModelCard, **options: Any) -> SliceRunner:

@@ -24,8 +24,6 @@ import os
 import pathlib
 import pickle
 import re
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -265,18 +263,12 @@ def convert_official(
         OutputError: ``out_dir`` exists and is not empty, or its parent is missing or read-only.
     """
     from braunet import __version__
+    from braunet._atomic import check_new_folder, stage_folder
     from braunet.classes import LESION_CLASSES, class_names_for
-    from braunet.errors import OutputError
     from braunet.infer.preprocess import official_preprocessing  # reason: lazy, braunet.infer builds on this package
     from braunet.model.checkpoint import ModelCard, save_checkpoint
 
-    source, target = Path(checkpoint).expanduser(), Path(out_dir).expanduser()
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise OutputError(f"{target}: already exists and is not an empty folder; choose a new folder")
-    if not target.parent.is_dir():
-        raise OutputError(f"{target}: parent folder {target.parent} does not exist")
-    if not os.access(target.parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{target}: parent folder {target.parent} is not writable")
+    source, target = Path(checkpoint).expanduser(), check_new_folder(out_dir)
 
     state_dict = convert_official_state_dict(unwrap_state_dict(read_checkpoint_file(source), str(source)))
     if "output.weight" not in state_dict:
@@ -311,12 +303,6 @@ def convert_official(
         },
         extra={"preset": preset},
     )
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        save_checkpoint(model, card, staging)
-        staging.chmod(0o755)  # reason: mkdtemp makes it private; a model folder is meant to be shared
-        os.replace(staging, target)  # reason: the folder appears complete or not at all
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return target
+    with stage_folder(target) as stage:  # reason: the folder appears complete or not at all
+        save_checkpoint(model, card, stage.path)
+        return stage.commit()

@@ -9,9 +9,10 @@ or ``~/.braunet/models``; a project folder in tests)::
 ``braunet finetune`` and the napari Fine-tune widget both save through :func:`save_version`, so a
 version saved in either is ``--model <name>@2`` everywhere (:func:`braunet.zoo.resolve_model` reads
 the layout; ``braunet models`` lists it). A fine-tune never overwrites: :func:`save_version` refuses
-an existing version folder. Rolling back does not delete anything either: :func:`rollback` loads
-the parent of a version, and the caller decides which version to use. The bundled models (version
-1) are the root of every chain.
+an existing version folder, and a version folder is staged and renamed into place complete, so two
+writers of one version cannot both succeed (:func:`claim_version` refuses the second up front).
+Rolling back does not delete anything either: :func:`rollback` loads the parent of a version, and
+the caller decides which version to use. The bundled models (version 1) are the root of every chain.
 """
 
 from __future__ import annotations
@@ -22,46 +23,58 @@ from pathlib import Path
 
 import torch
 
+from braunet._atomic import StagedFolder, stage_folder
 from braunet.errors import OutputError
 from braunet.model import BRAUNet, ModelCard, load_checkpoint, read_card, save_checkpoint
 from braunet.zoo import ANCHORS_FILE, resolve_model, version_dir
 
-__all__ = ["rollback", "save_version", "write_version"]
+__all__ = ["claim_version", "rollback", "save_version", "write_version"]
 
 
 def write_version(
     model: BRAUNet,
     card: ModelCard,
-    folder: str | os.PathLike,
+    folder: str | os.PathLike | StagedFolder,
     *,
     anchors_from: str | os.PathLike | None = None,
     half: bool = False,
 ) -> Path:
     """Write ``model`` and ``card`` as the model folder ``folder`` (atomically); return it.
 
+    The weights, card and anchors are written into a staging folder that is renamed into place
+    only when complete (:class:`braunet._atomic.StagedFolder`), so an interrupt leaves no folder
+    that fails to load or blocks the next attempt.
+
     Args:
+        folder: the new folder, or a :class:`~braunet._atomic.StagedFolder` claimed earlier with
+            :func:`claim_version` (a caller that must refuse a taken target before long work).
         anchors_from: a model folder whose ``anchors.npz`` (replay set for fine-tuning) is copied
             along, so the next fine-tune of this version can replay it too.
         half: store float16 weights.
 
     Raises:
-        OutputError: ``folder`` exists and is not an empty folder, or cannot be written.
+        OutputError: ``folder`` exists and is not an empty folder, is being written by another
+            process, or cannot be written.
     """
-    folder = Path(folder)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise OutputError(f"{folder}: already holds files; choose a new folder (versions are never overwritten)")
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"{folder.parent}: cannot create the versions folder ({error})") from None
-    tmp = folder.with_name(f".{folder.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    save_checkpoint(model, card, tmp, half=half)
-    if anchors_from is not None and (Path(anchors_from) / ANCHORS_FILE).is_file():
-        shutil.copy2(Path(anchors_from) / ANCHORS_FILE, tmp / ANCHORS_FILE)
-    os.replace(tmp, folder)  # reason: a reader never sees a half-written version
-    return folder
+    stage = folder if isinstance(folder, StagedFolder) else claim_version(folder)
+    with stage:
+        save_checkpoint(model, card, stage.path, half=half)
+        if anchors_from is not None and (Path(anchors_from) / ANCHORS_FILE).is_file():
+            shutil.copy2(Path(anchors_from) / ANCHORS_FILE, stage.path / ANCHORS_FILE)
+        return stage.commit()
+
+
+def claim_version(folder: str | os.PathLike) -> StagedFolder:
+    """Claim the new model folder ``folder`` now (missing parents are created when it is written).
+
+    Returns the staging folder to pass to :func:`write_version`; a second claim of the same folder
+    (another process, the same slot ``NAME@N``) is refused until this one is committed or
+    discarded. Leave it unused (or call ``discard``) when nothing is to be written.
+
+    Raises:
+        OutputError: the folder is taken, being written, or cannot be created.
+    """
+    return stage_folder(folder, parents=True)
 
 
 def save_version(
