@@ -161,7 +161,10 @@ def test_widgets_open_without_loading_models(make_napari_viewer, qtbot, heartbea
         opened = time.perf_counter() - start
         qtbot.wait(1500)  # the deferred work (the Fine-tune widget's training warm-up) runs in a worker now
     print(f"{name}: opened in {opened * 1000:.0f} ms; heartbeat longest gap {beat.max_gap * 1000:.0f} ms")
-    assert all(widget.store.entry(key).model is None for key in widget.store.keys())
+    if name != "Routing explorer":  # reason: it warms its model up in a worker on purpose (first click < 0.3 s)
+        assert all(widget.store.entry(key).model is None for key in widget.store.keys())
+    else:
+        assert widget.warmed  # its warm-up ran, off the GUI thread (the heartbeat below kept ticking)
     assert beat.max_gap < 0.5
 
 

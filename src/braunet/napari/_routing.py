@@ -40,6 +40,9 @@ from braunet.napari._routing_map import SliceFrame, routing_frequency
 from braunet.napari._store import ModelStore
 from braunet.napari._widget_tools import (
     OVERLAY_KEY,
+    add_native,
+    collapsible,
+    compact,
     connect_while_alive,
     current_slice,
     layer_combo,
@@ -173,9 +176,14 @@ class RoutingWidget(Container):
         self.overlap = Label(value="")
         self.export_slice = PushButton(text="Export slice routing…")
         self.export_volume = PushButton(text="Export volume routing…")
-        super().__init__(widgets=[self.image, self.model, self.compare, self.block, self.heatmap, self.inspect,
-                                  self.info, self.colorbar, self.grid, self.overlap, self.export_slice,
-                                  self.export_volume, self.status])  # fmt: skip
+        super().__init__(widgets=[self.image, self.model, self.block,
+                                  Container(widgets=[self.heatmap, self.inspect], layout="horizontal", labels=True),
+                                  self.info, self.colorbar, self.status])  # fmt: skip
+        # The window grid, version comparison and export fold away: the three docks must fit 1000 px.
+        self.more = collapsible("Grid, compare, export", self.grid, self.compare, self.overlap,
+                                self.export_slice, self.export_volume)  # fmt: skip
+        add_native(self, self.more, after=self.colorbar)
+        compact(self, margin=2, spacing=2)
         wrap_labels(self.info, self.status, self.grid, self.overlap)
 
         self.model.changed.connect(self._model_chosen)
@@ -412,6 +420,10 @@ class RoutingWidget(Container):
         QTimer.singleShot(_DRAW_GAP_MS, lambda: self._finish_draw(drawing, layer, key, k, three_d))
 
     def _finish_draw(self, drawing: tuple, layer: Any, key: str, k: int, three_d: bool) -> None:
+        with contextlib.suppress(RuntimeError):  # reason: the dock may be closed before the timer fires
+            self._finish_draw_now(drawing, layer, key, k, three_d)
+
+    def _finish_draw_now(self, drawing: tuple, layer: Any, key: str, k: int, three_d: bool) -> None:
         if drawing != self._drawing or (id(layer), key, k) not in self._routes:
             return  # a newer query or slice is being drawn
         _, _, _, block, q, _ = drawing
