@@ -90,3 +90,39 @@ def test_cli_errors_are_one_line(cvc_folders, tmp_path, capsys):
                  "--labels", str(cvc_folders / "masks")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "missing" in err
+
+
+def test_resume_from_a_bad_state_file_is_one_line_and_exit_2(cvc_folders, tmp_path, capsys):
+    """``train --resume`` with a truncated, malicious or mistyped train_state.pt printed a traceback."""
+    import torch
+
+    images, masks = cvc_folders / "images", cvc_folders / "masks"
+    out = tmp_path / "run"
+    command = ["train", "--preset", "tiny", "--num-classes", "1", "--images", str(images / "1.tif"),
+               str(images / "13.tif"), "--labels", str(masks / "1.tif"), str(masks / "13.tif"),
+               "--val-images", str(images / "25.tif"), "--val-labels", str(masks / "25.tif"), "--out", str(out),
+               "--epochs", "1", "--batch-size", "2"]
+    assert main(command) == 0
+    capsys.readouterr()
+    state = out / "train_state.pt"
+    good = state.read_bytes()
+    for bad in (good[: len(good) // 3], None, b"\x00" * 64):
+        if bad is None:
+            torch.save(["not", "a", "state"], state)
+        else:
+            state.write_bytes(bad)
+        weights = (out / "model.safetensors").read_bytes()
+        code = main([*command[:-4], "--epochs", "2", "--batch-size", "2", "--resume"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and err.startswith(f"braunet train: error: {state}: "), err
+        assert (out / "model.safetensors").read_bytes() == weights  # nothing was trained or written
+
+
+def test_settings_file_that_is_not_an_object_is_one_line(cvc_folders, tmp_path, capsys):
+    settings = tmp_path / "settings.json"
+    for text in ("[1, 2]", "null", "\udcff"):
+        settings.write_text(text, encoding="utf-8", errors="surrogateescape")
+        code = main(["train", "--preset", "tiny", "--images", str(cvc_folders / "images"), "--labels",
+                     str(cvc_folders / "masks"), "--out", str(tmp_path / "x"), "--config", str(settings)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and str(settings) in err, err
