@@ -87,7 +87,7 @@ def test_resampled_labels_are_refused(dcmqi, ct_model, tmp_path):
     affine[:3, :2] *= 2
     half = tmp_path / "labels_half.nii.gz"
     nib.save(nib.Nifti1Image(data, affine), half)
-    with pytest.raises(InputError, match=r"label grid \(256 x 256 x 3 voxels.*512 x 512 x 3 voxels"):
+    with pytest.raises(InputError, match=r"label volume shape \(256, 256, 3\) \(256 x 256 x 3 voxels.*512 x 512 x 3 voxels"):
         evaluate_files(*ct_model, [(dcmqi / "case03_ct.nii.gz", half)])
 
 

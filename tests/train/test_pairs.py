@@ -98,3 +98,11 @@ def _rotation(degrees: float):
     out = np.eye(4)
     out[:2, :2] = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]
     return out
+
+
+def test_oblique_labels_are_refused():
+    shape = (16, 16, 8)
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    with pytest.raises(InputError, match=r"^lab: .* img.*; resample the labels onto the image first$"):
+        label_on_image_grid(_volume(np.zeros(shape), affine), _volume(np.zeros(shape), affine @ _rotation(45.0)),
+                            "img", "lab")

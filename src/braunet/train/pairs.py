@@ -141,11 +141,15 @@ def label_on_image_grid(
     axes = np.argmax(np.abs(linear), axis=0)  # image axis each label axis runs along
     signs = np.sign(linear[axes, range(3)])
     shape_i, shape_l = image.spatial_shape, label.spatial_shape
-    permuted = sorted(axes.tolist()) == [0, 1, 2] and all(shape_i[axes[b]] == shape_l[b] for b in range(3))
-    if not permuted:
+    if sorted(axes.tolist()) != [0, 1, 2]:
         raise InputError(
-            f"{label_path}: label grid ({_grid_name(label)}) differs from the image's ({_grid_name(image)}, "
+            f"{label_path}: label grid ({_grid_name(label)}) is oblique to the image's ({_grid_name(image)}, "
             f"{image_path}); resample the labels onto the image first"
+        )
+    if any(shape_i[axes[b]] != shape_l[b] for b in range(3)):
+        raise InputError(
+            f"{label_path}: label volume shape {shape_l} ({_grid_name(label)}) differs from the image's "
+            f"{shape_i} ({_grid_name(image)}, {image_path}); resample the labels onto the image first"
         )
     exact = np.zeros((4, 4))  # the signed permutation that puts label voxel l on image voxel P l + t
     exact[3, 3] = 1.0
