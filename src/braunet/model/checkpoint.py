@@ -118,7 +118,10 @@ class ModelCard:
             data["config"] = BRAUNetConfig.from_dict(data["config"])
         except (TypeError, ValueError) as error:
             raise CheckpointError(f"{source}: invalid model card ({error})") from None
-        return cls(**data)
+        try:
+            return cls(**data)
+        except CheckpointError as error:  # the class names do not fit the config
+            raise CheckpointError(f"{source}: {error}") from None
 
 
 def _json_type(value: Any) -> str:
