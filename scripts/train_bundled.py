@@ -300,7 +300,7 @@ def build(
     summary = {
         "model": name, "train_wall_s": round(result.wall_s, 1), "epochs": result.epochs_run, "steps": result.steps,
         "best_epoch": result.best_epoch, "val_dice_net_res": result.best_dice,
-        "val_dice_native": evaluation.mean_dice, "val_hd95_mm": evaluation.mean_hd95_mm,
+        "val_dice_native": evaluation.mean_dice, f"val_hd95_{evaluation.hd95_unit}": evaluation.mean_hd95,
         "size_bytes": sum(p.stat().st_size for p in out.iterdir()),
     }
     print(summary, flush=True)

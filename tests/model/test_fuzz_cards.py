@@ -36,7 +36,7 @@ from braunet.train.anchors import load_anchors
 from braunet.train.loop import STATE_FILE, _read_state
 from braunet.zoo import ANCHORS_FILE, bundled_dir
 
-EXAMPLES = int(os.environ.get("BRAUNET_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("BRAUNET_FUZZ_EXAMPLES", "15"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
 

@@ -19,7 +19,8 @@ What the loop owns:
   (``train_state.pt``): after every epoch at most every ``state_every_s`` seconds, at the end and on
   cancellation. ``resume=True`` continues at the next batch, so an interrupted run ends with the
   weights of an uninterrupted one. The file holds plain tensors and numbers only
-  (``torch.load(weights_only=True)``).
+  (``torch.load(weights_only=True)``); a truncated, corrupt or foreign file, or one of another
+  type, is refused in one :class:`~braunet.errors.CheckpointError` line before anything is applied.
 * **Budgets**: ``epochs``, ``max_steps`` and ``max_time_s`` (counted from ``started_at``, across
   resumes); a budget that ends inside an epoch closes that epoch as the last one.
 * **Cancellation**: ``should_stop()`` is polled after every step; True saves the state and raises
