@@ -128,8 +128,9 @@ def load_volume_pair(
     Both are read with :func:`braunet.io.read_image`, the labels taken on the image's voxel grid
     (:func:`braunet.train.pairs.label_on_image_grid`: another axis order or direction is undone
     exactly, another grid refused), and turned to the closest RAS+ orientation
-    (:func:`braunet.io.to_canonical`); slice ``k`` is ``canonical[:, :, k]`` (axis 2 = inferior to superior), laid out in the model's ``view``
-    (:mod:`braunet.infer.views`: ``"radiological"`` as the official Synapse slices, or ``"ras"``).
+    (:func:`braunet.io.to_canonical`); slice ``k`` is ``canonical[:, :, k]`` (axis 2 = inferior to
+    superior), laid out in the model's ``view`` (:mod:`braunet.infer.views`: ``"radiological"`` as
+    the official Synapse slices, or ``"ras"``).
 
     Args:
         slices: canonical axial indices to keep (default all).
