@@ -64,8 +64,9 @@ class Evaluation:
             the scored cases (nan when the class was never scored).
         mean_over: names of the classes present in a reference, which the means are over.
         n: number of cases.
-        cases: per case ``{"case", "n_slices", "metrics": {class_id: {...}} (scored classes only),
-            "absent": [class ids absent from prediction and reference]}``.
+        cases: per case ``{"case", "n_slices", "unit", "metrics": {class_id: {"dice", "iou",
+            "hd95_mm"}}`` (scored classes only; ``hd95_mm`` in the case's ``unit``), ``"absent"``
+            (class ids absent from prediction and reference) and ``"in_reference"`` (ids it holds).
     """
 
     mean_dice: float
