@@ -173,6 +173,7 @@ def test_card_that_is_not_an_object_is_refused_in_one_line(small_model, tmp_path
         (lambda d: d.update(version=True), "version must be an integer >= 1, got true"),
         (lambda d: d.update(preprocessing=None), "preprocessing must be an object, got null"),
         (lambda d: d.pop("class_names"), "missing class_names"),
+        (lambda d: d.update(name="two\nlines"), 'name must be a non-empty one-line string, got "two\\nlines"'),
     ],
 )
 def test_card_with_mistyped_fields_is_refused_naming_the_field(small_model, tmp_path, edit, message):

@@ -147,7 +147,7 @@ def _is_object(value: Any) -> bool:
 # The JSON type of every card field but ``config`` (checked by BRAUNetConfig.from_dict), so a card
 # edited by hand fails while loading, naming the field, not later inside the engine or napari.
 _CARD_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "name": (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
+    "name": (lambda v: isinstance(v, str) and bool(v.strip()) and v.isprintable(), "a non-empty one-line string"),
     "class_names": (_is_str_list, "an array of strings"),
     "preprocessing": (_is_object, "an object"),
     "class_colors": (_is_str_list, "an array of strings"),
