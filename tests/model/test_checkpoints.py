@@ -1,10 +1,13 @@
 """Official checkpoints load safely or fail with one clear message; our checkpoint format round-trips."""
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from braunet.errors import CheckpointError
 from braunet.model import BRAUNet, ModelCard, get_preset, load_checkpoint, load_official, save_checkpoint
@@ -142,3 +145,76 @@ def test_official_file_converts_into_a_model_folder(official_fixtures, small_io,
     with pytest.raises(InputError, match="--class-names"):
         convert_official(source, tmp_path / "unnamed", preset="tiny")
     assert not (tmp_path / "unnamed").exists()
+
+
+# --- bad files in a model folder: one CheckpointError naming the file (issue 12, items 7 and 8) ---
+
+
+@pytest.mark.parametrize(("text", "kind"), [("[1, 2]", "array"), ("null", "null"), ('"str"', "string"), ("7", "number")])
+def test_card_that_is_not_an_object_is_refused_in_one_line(small_model, tmp_path, text, kind):
+    folder = save_checkpoint(small_model, _card(small_model), tmp_path / "ckpt")
+    (folder / "card.json").write_text(text)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(folder)
+    assert str(error.value) == f"{folder / 'card.json'}: not a napari-braunet model card (a JSON {kind}, not an object)"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["config"].update(img_size="224"), "BRAUNetConfig.img_size must be an integer, got '224'"),
+        (lambda d: d["config"].update(img_size=128.0), "BRAUNetConfig.img_size must be an integer, got 128.0"),
+        (lambda d: d["config"].update(n_win=0), "n_win must be positive"),
+        (lambda d: d["config"].update(head_dim=-8), "head_dim must be positive"),
+        (lambda d: d["config"].update(depth=[1, "2", 1, 1]), "BRAUNetConfig.depth must be a list of integers"),
+        (lambda d: d["config"].update(use_sccsa=1), "BRAUNetConfig.use_sccsa must be true or false, got 1"),
+        (lambda d: d.update(config=[1]), "BRAUNetConfig: expected a JSON object, got list"),
+        (lambda d: d.update(class_names="abcd"), 'class_names must be an array of strings, got "abcd"'),
+        (lambda d: d.update(version=True), "version must be an integer >= 1, got true"),
+        (lambda d: d.update(preprocessing=None), "preprocessing must be an object, got null"),
+        (lambda d: d.pop("class_names"), "missing class_names"),
+        (lambda d: d.update(name="two\nlines"), 'name must be a non-empty one-line string, got "two\\nlines"'),
+    ],
+)
+def test_card_with_mistyped_fields_is_refused_naming_the_field(small_model, tmp_path, edit, message):
+    folder = save_checkpoint(small_model, _card(small_model), tmp_path / "ckpt")
+    data = json.loads((folder / "card.json").read_text())
+    edit(data)
+    (folder / "card.json").write_text(json.dumps(data))
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(folder)
+    text = str(error.value)
+    assert text.startswith(f"{folder / 'card.json'}: invalid model card (") and message in text
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_weights_with_nan_or_inf_are_refused_naming_the_tensor(small_model, tmp_path, value):
+    """A NaN weight made every pixel background with exit 0; now the folder fails to load."""
+    folder = save_checkpoint(small_model, _card(small_model), tmp_path / "ckpt")
+    weights = folder / "model.safetensors"
+    tensors = load_file(str(weights))
+    key = next(k for k, t in tensors.items() if k.endswith("weight") and t.is_floating_point())
+    tensors[key] = tensors[key].clone()
+    tensors[key].view(-1)[3] = value
+    save_file(tensors, str(weights))
+    with pytest.raises(CheckpointError, match=rf"model\.safetensors: tensor {key} holds 1 NaN or infinite value"):
+        load_checkpoint(folder)
+
+
+def test_cli_refuses_a_nan_model_with_exit_2(tmp_path, capsys, shared_data):
+    from braunet.cli import main
+    from braunet.zoo import bundled_dir
+
+    folder = tmp_path / "polyp-nan"
+    shutil.copytree(bundled_dir() / "polyp", folder)
+    tensors = load_file(str(folder / "model.safetensors"))
+    key = next(k for k, t in tensors.items() if t.is_floating_point())
+    tensors[key] = torch.full_like(tensors[key], float("nan"))
+    save_file(tensors, str(folder / "model.safetensors"))
+    out = tmp_path / "out.png"
+    code = main(["predict", str(shared_data / "cvc_clinicdb" / "images" / "1.tif"), "-o", str(out),
+                 "--model", str(folder), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and key in err and "model.safetensors" in err
+    assert not out.exists()

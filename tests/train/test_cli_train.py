@@ -43,8 +43,10 @@ def test_train_evaluate_finetune_on_image_folders(cvc_folders, tmp_path, capsys)
     assert main(["evaluate", "--model", str(out), "--images", str(cvc_folders / "images"),
                  "--labels", str(cvc_folders / "masks"), "--json", "--device", "cpu"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"mean_dice", "mean_hd95_mm", "per_class", "n"} and report["n"] == 6
-    assert set(report["per_class"]) == {"polyp"} and set(report["per_class"]["polyp"]) == {"dice", "hd95_mm"}
+    # 2-D images: HD95 in pixels, named so (issue 12, item 3); the mean is over the classes in the reference
+    assert set(report) == {"mean_dice", "mean_hd95_px", "mean_over", "per_class", "n"} and report["n"] == 6
+    assert set(report["per_class"]) == {"polyp"} and report["mean_over"] == ["polyp"]
+    assert set(report["per_class"]["polyp"]) == {"dice", "hd95_px", "n_scored", "n_in_reference"}
     assert 0 <= report["mean_dice"] <= 1 and report["mean_dice"] == report["per_class"]["polyp"]["dice"]
 
     tuned = tmp_path / "polyp-tiny-v2"
@@ -90,3 +92,39 @@ def test_cli_errors_are_one_line(cvc_folders, tmp_path, capsys):
                  "--labels", str(cvc_folders / "masks")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "missing" in err
+
+
+def test_resume_from_a_bad_state_file_is_one_line_and_exit_2(cvc_folders, tmp_path, capsys):
+    """``train --resume`` with a truncated, malicious or mistyped train_state.pt printed a traceback."""
+    import torch
+
+    images, masks = cvc_folders / "images", cvc_folders / "masks"
+    out = tmp_path / "run"
+    command = ["train", "--preset", "tiny", "--num-classes", "1", "--images", str(images / "1.tif"),
+               str(images / "13.tif"), "--labels", str(masks / "1.tif"), str(masks / "13.tif"),
+               "--val-images", str(images / "25.tif"), "--val-labels", str(masks / "25.tif"), "--out", str(out),
+               "--epochs", "1", "--batch-size", "2"]
+    assert main(command) == 0
+    capsys.readouterr()
+    state = out / "train_state.pt"
+    good = state.read_bytes()
+    for bad in (good[: len(good) // 3], None, b"\x00" * 64):
+        if bad is None:
+            torch.save(["not", "a", "state"], state)
+        else:
+            state.write_bytes(bad)
+        weights = (out / "model.safetensors").read_bytes()
+        code = main([*command[:-4], "--epochs", "2", "--batch-size", "2", "--resume"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and err.startswith(f"braunet train: error: {state}: "), err
+        assert (out / "model.safetensors").read_bytes() == weights  # nothing was trained or written
+
+
+def test_settings_file_that_is_not_an_object_is_one_line(cvc_folders, tmp_path, capsys):
+    settings = tmp_path / "settings.json"
+    for text in ("[1, 2]", "null", "\udcff"):
+        settings.write_text(text, encoding="utf-8", errors="surrogateescape")
+        code = main(["train", "--preset", "tiny", "--images", str(cvc_folders / "images"), "--labels",
+                     str(cvc_folders / "masks"), "--out", str(tmp_path / "x"), "--config", str(settings)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and str(settings) in err, err

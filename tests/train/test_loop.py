@@ -124,3 +124,63 @@ def test_state_files_written_before_the_loop_resume(slices, tmp_path):
                   FitHooks(validate=lambda: 0.1, load_best=lambda: dict(saved["model"])))
     assert result.state.step == 6 and (result.state.best_epoch, result.state.best_score) == (0, 0.4)
     assert all(torch.equal(v, saved["model"][k]) for k, v in model.state_dict().items())  # best from before
+
+
+class _Payload:
+    """Unpickling this would create a marker file: proof that code ran."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _bad_state(kind: str, path, tmp_path) -> None:
+    """Turn the valid state file at ``path`` into one of the bad files ``braunet train --resume`` met."""
+    data = path.read_bytes()
+    saved = torch.load(path, weights_only=True)
+    if kind == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "garbage":
+        path.write_bytes(b"not a checkpoint at all")
+    elif kind == "malicious":
+        torch.save({**saved, "hook": _Payload(tmp_path / "code-ran")}, path)
+    elif kind == "list":
+        torch.save([1, 2, 3], path)
+    elif kind == "tensor":
+        torch.save(torch.zeros(3), path)
+    elif kind == "no optimizer":
+        torch.save({"model": saved["model"]}, path)
+    elif kind == "epoch is text":
+        torch.save({**saved, "epoch": "3"}, path)
+    elif kind == "other model":
+        torch.save({**saved, "model": BRAUNet(get_preset("tiny", num_classes=4, img_size=64)).state_dict()}, path)
+    elif kind == "optimizer of another model":
+        other = BRAUNet(get_preset("tiny", num_classes=4, img_size=64, depth=(1, 1, 1, 1)))
+        opt = torch.optim.AdamW(other.parameters())
+        torch.save({**saved, "optimizer": opt.state_dict()}, path)
+    else:
+        raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["truncated", "empty", "garbage", "malicious", "list", "tensor", "no optimizer", "epoch is text", "other model",
+     "optimizer of another model"],
+)
+def test_a_bad_state_file_is_one_checkpoint_error_naming_it(slices, tmp_path, kind):
+    """Raw tracebacks from ``train --resume`` (issue 12, item 10): now one line, nothing executed."""
+    path = tmp_path / STATE_FILE
+    _run(_model(), slices, FitConfig(epochs=1, batch_size=2, max_steps=1, state_file=path))
+    _bad_state(kind, path, tmp_path)
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError) as error:
+        _run(_model(), slices, FitConfig(epochs=1, batch_size=2, max_steps=2, state_file=path, resume=True))
+    message = str(error.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message, message
+    assert not (tmp_path / "code-ran").exists() and path.read_bytes() == before

@@ -74,9 +74,12 @@ def run(args: argparse.Namespace) -> int:
                     "seed": args.seed}
     if args.config:
         try:
-            settings.update(json.loads(args.config.read_text()))
-        except (OSError, json.JSONDecodeError) as error:
+            overrides = json.loads(args.config.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as error:  # ValueError: bad JSON or not UTF-8
             raise InputError(f"{args.config}: cannot read the settings ({error})") from None
+        if not isinstance(overrides, dict):
+            raise InputError(f"{args.config}: the settings must be a JSON object, got {type(overrides).__name__}")
+        settings.update(overrides)
     try:
         config = TrainConfig.from_dict(settings)
     except (TypeError, ValueError) as error:

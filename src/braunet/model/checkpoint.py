@@ -13,6 +13,7 @@ import datetime as _dt
 import functools
 import json
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,9 @@ from braunet.model.config import BRAUNetConfig
 if TYPE_CHECKING:
     from braunet.infer.preprocess import Recipe
 
-__all__ = ["CARD_FILE", "FORMAT", "WEIGHTS_FILE", "ModelCard", "load_checkpoint", "read_card", "save_checkpoint"]
+__all__ = [
+    "CARD_FILE", "FORMAT", "WEIGHTS_FILE", "ModelCard", "check_finite", "load_checkpoint", "read_card", "save_checkpoint",
+]
 
 FORMAT = "braunet-checkpoint/1"
 WEIGHTS_FILE = "model.safetensors"
@@ -90,18 +93,74 @@ class ModelCard:
         return {"format": FORMAT, **data}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "card.json") -> ModelCard:
+    def from_dict(cls, data: Any, source: str = "card.json") -> ModelCard:
+        """Parse a card's JSON data, checking the type of every field it has.
+
+        Raises:
+            CheckpointError: not a JSON object, not our format, a missing or mistyped field, or
+                an invalid architecture config (the message names ``source`` and the field).
+        """
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{source}: not a napari-braunet model card (a JSON {_json_type(data)}, not an object)")
         data = dict(data)
         if data.pop("format", None) != FORMAT:
             raise CheckpointError(f"{source}: not a napari-braunet model card (missing format {FORMAT!r})")
+        missing = [name for name in ("name", "config", "class_names", "preprocessing") if name not in data]
+        if missing:
+            raise CheckpointError(f"{source}: invalid model card (missing {', '.join(missing)})")
         known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
+        for name, value in data.items():
+            check, expected = _CARD_FIELDS.get(name, (None, ""))
+            if check is not None and not check(value):
+                raise CheckpointError(f"{source}: invalid model card ({name} must be {expected}, got {_shown(value)})")
         try:
             data["config"] = BRAUNetConfig.from_dict(data["config"])
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except (KeyError, TypeError, ValueError) as error:
-            if isinstance(error, CheckpointError):
-                raise
+        except (TypeError, ValueError) as error:
             raise CheckpointError(f"{source}: invalid model card ({error})") from None
+        try:
+            return cls(**data)
+        except CheckpointError as error:  # the class names do not fit the config
+            raise CheckpointError(f"{source}: {error}") from None
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    names = ((bool, "boolean"), (dict, "object"), (list, "array"), (str, "string"), (int, "number"), (float, "number"))
+    return "null" if value is None else next((name for kind, name in names if isinstance(value, kind)), type(value).__name__)
+
+
+def _shown(value: Any) -> str:
+    """A short rendering of a JSON value for a one-line message."""
+    text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else ""
+    return text if text and len(text) <= 40 else f"a JSON {_json_type(value)}"
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _is_object(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+# The JSON type of every card field but ``config`` (checked by BRAUNetConfig.from_dict), so a card
+# edited by hand fails while loading, naming the field, not later inside the engine or napari.
+_CARD_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (lambda v: isinstance(v, str) and bool(v.strip()) and v.isprintable(), "a non-empty one-line string"),
+    "class_names": (_is_str_list, "an array of strings"),
+    "preprocessing": (_is_object, "an object"),
+    "class_colors": (_is_str_list, "an array of strings"),
+    "description": (lambda v: isinstance(v, str), "a string"),
+    "version": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+    "parent": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "created": (lambda v: isinstance(v, str), "a string"),
+    "package_version": (lambda v: isinstance(v, str), "a string"),
+    "provenance": (_is_object, "an object"),
+    "training": (_is_object, "an object"),
+    "metrics": (_is_object, "an object"),
+    "extra": (_is_object, "an object"),
+}
 
 
 def save_checkpoint(model: BRAUNet, card: ModelCard, folder: str | os.PathLike, *, half: bool = False) -> Path:
@@ -126,21 +185,52 @@ def save_checkpoint(model: BRAUNet, card: ModelCard, folder: str | os.PathLike, 
 
 
 def read_card(folder: str | os.PathLike) -> ModelCard:
+    """The card of a model folder, parsed and checked (:meth:`ModelCard.from_dict`).
+
+    Raises:
+        CheckpointError: no card, unreadable or invalid JSON, or an invalid card; one line naming the file.
+    """
     path = Path(folder) / CARD_FILE
     if not path.is_file():
         raise CheckpointError(f"{folder}: not a napari-braunet model folder (no {CARD_FILE})")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path}: not valid JSON ({error})") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CheckpointError(f"{path}: not valid JSON ({_first_line(error)})") from None
     return ModelCard.from_dict(data, str(path))
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse weights holding NaN or infinite values.
+
+    reason: such a network runs without error and turns every input into one class (an all-background
+    map with exit 0), so the file must fail where it is read, naming the tensor.
+
+    Raises:
+        CheckpointError: naming ``source``, the first bad tensor and how many values are not finite.
+    """
+    for key, tensor in state_dict.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            finite = torch.isfinite(tensor)
+            if not bool(finite.all()):
+                bad = int((~finite).sum())
+                raise CheckpointError(
+                    f"{source}: tensor {key} holds {bad} NaN or infinite value(s) of {tensor.numel()}; "
+                    "the weights are corrupt (a diverged training run?)"
+                )
 
 
 def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[BRAUNet, ModelCard]:
     """Load a checkpoint folder; the model is in eval mode on ``device``.
 
     Raises:
-        CheckpointError: missing files, invalid card, or weights that do not match the card.
+        CheckpointError: missing files, invalid card, weights that do not match the card or that
+            hold NaN or infinite values.
     """
     from braunet.model.official import load_state_dict_strict
 
@@ -151,8 +241,9 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
         raise CheckpointError(f"{folder}: {WEIGHTS_FILE} is missing")
     try:
         state_dict = load_file(str(weights))
-    except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"{weights}: unreadable weights ({error})") from None
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{weights}: unreadable weights ({_first_line(error)})") from None
+    check_finite(state_dict, str(weights))
     model = BRAUNet(card.config)
     load_state_dict_strict(model, state_dict, f"{weights} (card says {card.name})")
     return model.to(device).eval(), card

@@ -19,6 +19,34 @@ def _tuple(value: Any) -> tuple:
     return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_field_type(name: str, value: Any, default: Any) -> None:
+    """Raise ValueError unless ``value`` has the JSON type of the field's ``default``.
+
+    reason: a card edited by hand (``"img_size": "224"``, ``224.0``) would otherwise fail deep
+    inside torch with a message that names neither the card nor the field.
+    """
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, expected = _is_int(value), "an integer"
+    elif isinstance(default, float):
+        ok, expected = _is_number(value), "a number"
+    else:  # the per-stage tuples; an MLP ratio may be fractional
+        entry = _is_number if name == "mlp_ratios" else _is_int
+        ok = isinstance(value, (list, tuple)) and all(entry(v) for v in value)
+        expected = "a list of numbers" if name == "mlp_ratios" else "a list of integers"
+    if not ok:
+        raise ValueError(f"BRAUNetConfig.{name} must be {expected}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class BRAUNetConfig:
     """Hyper-parameters of a BRAU-Net++ build.
@@ -51,6 +79,18 @@ class BRAUNetConfig:
             object.__setattr__(self, name, _tuple(getattr(self, name)))
             if len(getattr(self, name)) != 4:
                 raise ValueError(f"BRAUNetConfig.{name} needs 4 entries, got {getattr(self, name)!r}")
+        # reason: zero or negative sizes reach the modulo checks below or torch's layer constructors
+        sizes = {name: getattr(self, name) for name in
+                 ("img_size", "in_chans", "num_classes", "n_win", "head_dim", "side_dwconv", "before_attn_dwconv")}
+        for name in ("embed_dim", "qk_dims", "mlp_ratios"):
+            sizes.update({f"{name}[{i}]": v for i, v in enumerate(getattr(self, name))})
+        bad = [name for name, value in sizes.items() if not value > 0]
+        bad += [f"{name}[{i}]" for name in ("depth", "depths_decoder")
+                for i, v in enumerate(getattr(self, name)) if v < 0]  # fmt: skip
+        if bad:
+            raise ValueError(f"BRAUNetConfig: {', '.join(bad)} must be positive (depths: zero or more)")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"BRAUNetConfig.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
         if self.img_size % 32 or (self.img_size // 16) % self.n_win:
             raise ValueError(
                 f"BRAUNetConfig: img_size {self.img_size} must be a multiple of 32 and img_size/16 a "
@@ -78,10 +118,19 @@ class BRAUNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BRAUNetConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        """Build from JSON data (a card's ``config``), checking every field's type.
+
+        Raises:
+            ValueError: not an object, unknown fields, a field of the wrong type or an invalid build.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"BRAUNetConfig: expected a JSON object, got {type(data).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields), key=str)
         if unknown:
             raise ValueError(f"BRAUNetConfig: unknown fields {unknown}")
+        for name, value in data.items():
+            _check_field_type(name, value, fields[name].default)
         return cls(**data)
 
     def to_json(self) -> str:

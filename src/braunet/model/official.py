@@ -24,6 +24,7 @@ import os
 import pathlib
 import pickle
 import re
+import struct
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -72,8 +73,12 @@ def read_checkpoint_file(path: str | os.PathLike, *, safe_globals: list[Any] | N
             f"{path}: refused to unpickle it: it contains objects other than tensors and plain "
             f"containers, which could run code ({first})"
         ) from error
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: {error})") from error
+    # reason: torch's readers fail on damaged bytes with whatever their parser hits (a KeyError for an
+    # unknown opcode or record, struct.error for a short header...)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError, TypeError,
+            AttributeError, OverflowError, struct.error) as error:  # fmt: skip
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: {detail})") from error
 
 
 # Pickled names that may appear in research training checkpoints, mapped to harmless classes.

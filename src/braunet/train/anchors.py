@@ -12,6 +12,8 @@ pickle. Fine-tuning takes the set from the model's own folder
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +44,13 @@ def save_anchors(folder: str | os.PathLike, slices: SliceSet) -> Path:
 
 
 def load_anchors(path: str | os.PathLike) -> SliceSet:
-    """Read an anchor set from ``anchors.npz`` or from a model folder holding one."""
+    """Read an anchor set from ``anchors.npz`` or from a model folder holding one.
+
+    Raises:
+        CheckpointError: the file is missing, truncated or corrupt (not a zip, bad compressed
+            data), holds pickled objects, lacks an ``image_<i>``/``label_<i>`` pair, or holds
+            arrays that are not an image and its label map; one line naming the file.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / ANCHORS_FILE
@@ -52,7 +60,12 @@ def load_anchors(path: str | os.PathLike) -> SliceSet:
             images = [data[f"image_{i}"] for i in range(count)]
             labels = [data[f"label_{i}"].astype(np.int64) for i in range(count)]
             spacing = [tuple(data[f"spacing_{i}"]) if f"spacing_{i}" in data.files else (1.0, 1.0) for i in range(count)]
-    except (OSError, KeyError, ValueError) as error:
-        raise CheckpointError(f"{path}: unreadable anchor set ({error})") from None
-    return SliceSet.from_arrays(images, labels, group="anchors", spacing=spacing)
-
+        if not count:
+            raise ValueError("no image_<i> arrays")
+        return SliceSet.from_arrays(images, labels, group="anchors", spacing=spacing)
+    # reason: a damaged zip fails in zipfile (BadZipFile), zlib or numpy's header parser, each with its own type
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error) as error:
+        if isinstance(error, FileNotFoundError):
+            raise CheckpointError(f"{path}: no such anchor set") from None
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: unreadable anchor set ({detail})") from None

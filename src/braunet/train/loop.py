@@ -19,7 +19,8 @@ What the loop owns:
   (``train_state.pt``): after every epoch at most every ``state_every_s`` seconds, at the end and on
   cancellation. ``resume=True`` continues at the next batch, so an interrupted run ends with the
   weights of an uninterrupted one. The file holds plain tensors and numbers only
-  (``torch.load(weights_only=True)``).
+  (``torch.load(weights_only=True)``); a truncated, corrupt or foreign file, or one of another
+  type, is refused in one :class:`~braunet.errors.CheckpointError` line before anything is applied.
 * **Budgets**: ``epochs``, ``max_steps`` and ``max_time_s`` (counted from ``started_at``, across
   resumes); a budget that ends inside an epoch closes that epoch as the last one.
 * **Cancellation**: ``should_stop()`` is polled after every step; True saves the state and raises
@@ -337,6 +338,46 @@ def _barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+# Types of the state file's entries that the loop reads back (others are the policy's extra_state).
+_STATE_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (dict,), "optimizer": (dict,), "scaler": (dict,), "rng": (dict,), "best_model": (dict, type(None)),
+    "epoch": (int,), "step": (int,), "batch": (int,), "best_epoch": (int,), "elapsed": (int, float),
+    "history": (list,), "epoch_losses": (list,), "best_score": (int, float, type(None)),
+    "best_dice": (int, float, type(None)), "best_val_loss": (int, float, type(None)),
+}
+
+
+def _read_state(path: Path, state_check: dict[str, Any]) -> dict[str, Any]:
+    """The resume state in ``path``, read with ``weights_only=True`` and checked before any of it is applied.
+
+    Raises:
+        CheckpointError: one line naming the file: truncated or corrupt, pickled objects other than
+            tensors and plain containers (refused, nothing executed), not a state dict of this loop
+            (wrong type or mistyped entries), or saved for a different run (``state_check``).
+    """
+    from braunet.model.official import read_checkpoint_file
+
+    saved = read_checkpoint_file(path)
+    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict) or "optimizer" not in saved:
+        got = f"a {type(saved).__name__}" if not isinstance(saved, dict) else f"keys {sorted(map(str, saved))[:6]}"
+        raise CheckpointError(f"{path}: not a training state file (expected model and optimizer states, got {got})")
+    for key, types in _STATE_TYPES.items():
+        value = saved.get(key)
+        if key in saved and (not isinstance(value, types) or isinstance(value, bool)):
+            raise CheckpointError(f"{path}: not a training state file ({key} is a {type(value).__name__})")
+    if not all(isinstance(v, Tensor) for v in saved["model"].values()):
+        raise CheckpointError(f"{path}: not a training state file (the model state holds non-tensors)")
+    if not all(isinstance(h, dict) for h in saved.get("history", [])) or not all(
+        isinstance(v, (int, float)) for v in saved.get("epoch_losses", [])
+    ):
+        raise CheckpointError(f"{path}: not a training state file (history or epoch losses of the wrong type)")
+    # reason: compare types first; a tensor where a config dict was saved must not reach `!=`
+    differ = sorted(k for k, v in state_check.items() if type(saved.get(k)) is not type(v) or saved.get(k) != v)
+    if differ:
+        raise CheckpointError(f"{path}: saved for a different {', '.join(differ)}; cannot resume")
+    return saved
+
+
 def _rng_state(device: torch.device) -> dict[str, Tensor]:
     state = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
@@ -440,16 +481,18 @@ def fit(
     path = config.state_file
 
     if config.resume and path is not None and path.is_file():
-        saved = torch.load(path, map_location=device, weights_only=True)
-        differ = sorted(k for k, v in state_check.items() if saved.get(k) != v)
-        if differ:
-            raise CheckpointError(f"{path}: saved for a different {', '.join(differ)}; cannot resume")
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        if use_amp and saved.get("scaler"):
-            scaler.load_state_dict(saved["scaler"])
-        if saved.get("rng"):
-            _set_rng_state(saved["rng"], device)
+        saved = _read_state(path, state_check)
+        try:
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            if use_amp and saved.get("scaler"):
+                scaler.load_state_dict(saved["scaler"])
+            if saved.get("rng"):
+                _set_rng_state(saved["rng"], device)
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CheckpointError(f"{path}: the saved state does not fit this run's model or optimizer ({detail}); "
+                                  "cannot resume") from None  # fmt: skip
         for key in ("epoch", "step", "batch", "elapsed", "best_epoch", "history", "epoch_losses"):
             if key in saved:
                 setattr(state, key, saved[key])

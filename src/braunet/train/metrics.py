@@ -15,6 +15,9 @@ evaluation disagree on units and on empty masks:
   ======================  ======  ======  ============
 
   Both empty is a correct "absent" answer, so it scores perfectly (MedPy's ``dc`` does the same).
+  Averages must not count it as a success, or every absent organ lifts the mean:
+  :mod:`braunet.train.evaluate` (``braunet evaluate``) scores a class only in the cases where it is
+  in the prediction or the reference, and averages over the classes present in the reference.
   With exactly one empty mask a surface distance does not exist: any finite number (0, the image
   diagonal, a challenge's 373.13 mm) would be invented. We return ``nan``; :func:`summarize` takes
   ``nanmean`` and reports how many values were undefined, so a missed organ never looks like a

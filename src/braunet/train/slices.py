@@ -50,7 +50,7 @@ import numpy as np
 from braunet.errors import InputError
 from braunet.io import file_stem, read_image, to_canonical
 from braunet.train.masks import mask_to_labels
-from braunet.train.pairs import is_volume_path
+from braunet.train.pairs import is_volume_path, label_on_image_grid
 
 __all__ = [
     "CURVAS_SLICES",
@@ -179,10 +179,12 @@ def load_volume_pair(
 ) -> SliceSet:
     """Axial slices of a 3-D image and its label volume (same voxel grid).
 
-    Both are read with :func:`braunet.io.read_image`, checked to share shape and affine, and turned
-    to the closest RAS+ orientation (:func:`braunet.io.to_canonical`); slice ``k`` is
-    ``canonical[:, :, k]`` (axis 2 = inferior to superior), laid out in the model's ``view``
-    (:mod:`braunet.infer.views`: ``"radiological"`` as the official Synapse slices, or ``"ras"``).
+    Both are read with :func:`braunet.io.read_image`, the labels taken on the image's voxel grid
+    (:func:`braunet.train.pairs.label_on_image_grid`: another axis order or direction is undone
+    exactly, another grid refused), and turned to the closest RAS+ orientation
+    (:func:`braunet.io.to_canonical`); slice ``k`` is ``canonical[:, :, k]`` (axis 2 = inferior to
+    superior), laid out in the model's ``view`` (:mod:`braunet.infer.views`: ``"radiological"`` as
+    the official Synapse slices, or ``"ras"``).
 
     Args:
         slices: canonical axial indices to keep (default all).
@@ -194,16 +196,11 @@ def load_volume_pair(
 
     image_path, label_path = Path(image_path), Path(label_path)
     image, label = read_image(image_path), read_image(label_path)
-    if image.array.ndim != 3:
+    if image.is_2d or image.array.ndim != 3:
         raise InputError(f"{image_path}: expected a 3-D volume, got shape {image.array.shape}")
-    if label.array.shape[:3] != image.array.shape or label.array.ndim != 3:
-        raise InputError(
-            f"{label_path}: label volume shape {label.array.shape} differs from the image's {image.array.shape}"
-        )
-    if not np.allclose(label.affine, image.affine, atol=1e-3, rtol=1e-4):
-        raise InputError(f"{label_path}: label affine differs from the image's ({image_path}); resample it first")
+    on_grid = label_on_image_grid(image, label, image_path, label_path)  # exactly, or refused
     image_ras, reorientation = to_canonical(image)
-    label_ras, _ = to_canonical(label)  # same affine as the image, so the same reorientation
+    label_ras = reorientation.apply(on_grid)
     labels = mask_to_labels(label_ras, num_classes, str(label_path), kind="label_map")
     affine = np.asarray(reorientation.canonical_affine)
     spacing = view_spacing(affine, view)  # (rows, cols) of the view
