@@ -127,17 +127,20 @@ def max_voxels() -> int:
     return max(1, ram // _BYTES_PER_VOXEL_BUDGET)
 
 
-def check_budget(path: Path, shape: tuple[int, ...], dtype: np.dtype, limit: int | None = None) -> None:
-    """Refuse, before anything is allocated, an image whose header claims more voxels than ``limit``.
+def check_budget(
+    path: Path, shape: tuple[int, ...], dtype: np.dtype, limit: int | None = None, what: str = "voxels"
+) -> None:
+    """Refuse, before anything is allocated, an image whose header claims more ``what`` than ``limit``.
 
-    ``shape`` is what the header claims, channels included; ``limit`` defaults to :func:`max_voxels`.
+    ``shape`` is what the header claims (voxels: ``(I, J, K)``; pixels: ``(H, W)``); ``limit``
+    defaults to :func:`max_voxels`.
     """
-    voxels = int(np.prod(shape, dtype=object))  # reason: Python ints, a forged shape must not overflow
+    count = int(np.prod(shape, dtype=object))  # reason: Python ints, a forged shape must not overflow
     limit = max_voxels() if limit is None else limit
-    if voxels > limit:
-        size = voxels * np.dtype(dtype).itemsize / 2**30
+    if count > limit:
+        size = count * np.dtype(dtype).itemsize / 2**30
         raise InputError(
-            f"{path}: the header claims {'x'.join(map(str, shape))} = {voxels:,} values ({size:,.1f} GiB as "
+            f"{path}: the header claims {'x'.join(map(str, shape))} = {count:,} {what} ({size:,.1f} GiB as "
             f"{np.dtype(dtype)}), more than the limit of {limit:,}; set {MAX_VOXELS_ENV} to allow more"
         )
 

@@ -11,6 +11,15 @@ Slice-gap rule: slices must form a regular grid. With three or more slices a ste
 so the nominal spacing (SpacingBetweenSlices, else SliceThickness) is the reference; with no such
 tag a two-slice series is accepted. Steps that differ by more than 1% (and 1 µm) without being a
 gap make the positions irregular, which no affine can represent, and are refused too.
+
+Missing-intercept rule: CT (and series without a Modality tag) must carry RescaleIntercept; a
+missing RescaleSlope alone means 1. Without an intercept on every slice the stored values are
+judged by air, which a CT slice always shows at about -1000 HU: with the padding removed
+(PixelPaddingValue, and values at or below -1500, which no tissue has), if the darkest 0.5 % sit
+at -1150..-850 the values already are HU (intercept 0); if they sit at -50..150 they carry the
+usual offset of 1024, the one unsigned pixels (PixelRepresentation 0) must use (intercept
+-1024); either way one InputWarning says so. Anything else is refused. Other modalities have no
+fixed intensity scale: a missing intercept there is 0, as the standard says.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, MediaStorageDirectoryStorage
 
 from braunet.errors import InputError
-from braunet.io._common import PARSE_ERRORS, first_line, rescale
+from braunet.io._common import PARSE_ERRORS, check_budget, first_line, quiet_libraries, rescale, warn
 from braunet.io.volume import Volume
 
 __all__ = ["read_dicom_series"]
@@ -35,6 +44,10 @@ __all__ = ["read_dicom_series"]
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _GAP_FACTOR = 1.5  # a step this many times the reference step means a missing slice
 _SAME_POSITION_MM = 1e-3
+_AIR_AS_HU = (-1150.0, -850.0)  # the darkest voxels here: stored values are HU already
+_AIR_OFFSET = (-50.0, 150.0)  # here: air stored with the usual +1024 offset
+_AIR_PERCENTILE = 0.5
+_PADDING_BELOW = -1500.0  # no tissue is below this in HU, nor with the offset: padding or outside the scan circle
 
 
 @dataclass(frozen=True)
@@ -53,18 +66,38 @@ def read_dicom_series(folder: str | PathLike) -> Volume:
     Returns:
         A Volume with ``array`` ``(I, J, K)`` (see module docstring): HU as int16 (int32 if the
         range needs it) when every slice has RescaleSlope 1 and an integer intercept, else
-        float32; ``affine`` RAS+; ``modality`` from the Modality tag (``"OT"`` if absent).
+        float32; ``affine`` RAS+; ``modality`` from the Modality tag (``"unknown"`` if absent).
 
     Raises:
         InputError: for a missing or empty folder, unreadable or truncated slices, several
             series (named), multi-frame or colour images, missing geometry tags, inconsistent
-            slice sizes or orientations, duplicate positions, missing slices or irregular spacing.
+            slice sizes or orientations, duplicate positions, missing slices or irregular spacing,
+            more voxels than :func:`~braunet.io._common.max_voxels`, and CT whose HU scale cannot
+            be told (module docstring).
+
+    Warns:
+        InputWarning: when the CT intercept was inferred (module docstring).
     """
     folder = Path(folder).expanduser()
     if not folder.exists():
         raise InputError(f"{folder}: no such folder")
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder; give the folder that holds the DICOM series")
+    notes: list[str] = []
+    try:
+        with quiet_libraries():  # reason: pydicom converts (and warns about) tag values only when they are read
+            volume = _read_series(folder, notes)
+    except InputError:
+        raise
+    except PARSE_ERRORS as error:  # reason: a malformed tag value surfaces wherever it is first read
+        raise InputError(f"{folder}: unreadable DICOM tag values ({first_line(error)})") from error
+    for note in notes:
+        warn(folder, note)
+    return volume
+
+
+def _read_series(folder: Path, notes: list[str]) -> Volume:
+    """The body of :func:`read_dicom_series`; what it assumed goes to ``notes``, to be warned outside the quiet block."""
     slices = _load_slices(folder)
     _require_one_series(folder, slices)
     for item in slices:
@@ -78,18 +111,20 @@ def read_dicom_series(folder: str | PathLike) -> Volume:
     slices = [slices[i] for i in order]
     positions = positions[order]
     step = _slice_step(folder, slices, positions, normal)
+    check_budget(folder, (int(slices[0].dataset.Columns), int(slices[0].dataset.Rows), len(slices)), np.dtype(np.int16))
 
-    pixels, slopes, intercepts = [], [], []
+    pixels = []
     for item in slices:
         try:
             pixels.append(item.dataset.pixel_array.T)  # reason: (rows, cols) -> (i along a row, j down the rows)
         except PARSE_ERRORS as error:
             problem = f"cannot decode pixel data, truncated or unsupported ({first_line(error)})"
             raise InputError(f"{item.path}: {problem}") from error
-        slopes.append(float(item.dataset.get("RescaleSlope", 1.0) or 1.0))
-        intercepts.append(float(item.dataset.get("RescaleIntercept", 0.0) or 0.0))
     raw = np.stack(pixels, axis=-1)
-    array = rescale(raw, np.array(slopes), np.array(intercepts))
+    modality = str(slices[0].dataset.get("Modality", "") or "unknown")
+    slopes = np.array([_number(item, "RescaleSlope", 1.0) for item in slices])
+    intercepts = _intercepts(folder, slices, raw, slopes, modality, notes)
+    array = rescale(raw, slopes, intercepts, folder)
 
     pixel_spacing = _float_list(slices[0], "PixelSpacing", 2)  # reason: DICOM order is (between rows, between columns)
     lps = np.eye(4)
@@ -97,9 +132,62 @@ def read_dicom_series(folder: str | PathLike) -> Volume:
     lps[:3, 1] = col_cos * pixel_spacing[0]
     lps[:3, 2] = step
     lps[:3, 3] = positions[0]
-    modality = str(slices[0].dataset.get("Modality", "") or "OT")
     return Volume(array=np.ascontiguousarray(array), affine=_LPS_TO_RAS @ lps, source=folder,
                   modality=modality, is_2d=False)  # fmt: skip
+
+
+def _intercepts(
+    folder: Path, slices: Sequence[_Slice], raw: np.ndarray, slopes: np.ndarray, modality: str, notes: list[str]
+) -> np.ndarray:
+    """RescaleIntercept of every slice, or the one the missing-intercept rule (module docstring) infers."""
+    present = [_has_value(item, "RescaleIntercept") for item in slices]
+    if all(present):
+        return np.array([_number(item, "RescaleIntercept", 0.0) for item in slices])
+    if any(present):
+        lacking = slices[present.index(False)].path.name
+        raise InputError(f"{folder}: RescaleIntercept on some slices only ({lacking} has none); the HU scale is unclear")
+    if modality.upper() not in ("CT", "UNKNOWN"):
+        return np.zeros(len(slices))
+    padding = slices[0].dataset.get("PixelPaddingValue")
+    sample = raw[::4, ::4, :].astype(np.float32)  # reason: a percentile needs no full-resolution copy
+    keep = sample > _PADDING_BELOW
+    if isinstance(padding, int):
+        keep &= sample != padding
+    values = (sample * slopes.astype(np.float32))[keep]
+    signed = "signed" if int(slices[0].dataset.get("PixelRepresentation", 0) or 0) else "unsigned"
+    if values.size == 0:
+        raise InputError(f"{folder}: CT without RescaleIntercept and only padding values; the HU scale is unknown")
+    darkest = float(np.percentile(values, _AIR_PERCENTILE))
+    what = f"CT without RescaleIntercept ({signed} pixels); its darkest voxels are at {darkest:.0f}"
+    if _AIR_AS_HU[0] <= darkest <= _AIR_AS_HU[1]:
+        notes.append(f"{what}, air in HU already: assumed intercept 0")
+        return np.zeros(len(slices))
+    if _AIR_OFFSET[0] <= darkest <= _AIR_OFFSET[1]:
+        notes.append(f"{what}, air with the usual offset of 1024: assumed intercept -1024")
+        return np.full(len(slices), -1024.0)
+    raise InputError(
+        f"{folder}: {what}, which is neither air in HU (about -1000) nor air with the usual offset (about 0); "
+        "the HU scale is unknown: add RescaleIntercept and RescaleSlope"
+    )
+
+
+def _has_value(item: _Slice, keyword: str) -> bool:
+    value = item.dataset.get(keyword)
+    return value is not None and str(value).strip() != ""
+
+
+def _number(item: _Slice, keyword: str, default: float) -> float:
+    """A numeric tag; absent or empty gives ``default`` (RescaleSlope 0 too: it would flatten the slice)."""
+    if not _has_value(item, keyword):
+        return default
+    value = item.dataset.get(keyword)
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{item.path}: {keyword} is not a number ({value!r})") from error
+    if not np.isfinite(number):
+        raise InputError(f"{item.path}: {keyword} is not finite ({value!r})")
+    return number if number or keyword != "RescaleSlope" else default
 
 
 def _load_slices(folder: Path) -> list[_Slice]:
