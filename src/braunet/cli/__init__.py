@@ -3,7 +3,8 @@
 Each subcommand lives in its own module exposing ``add_parser(subparsers)`` (argparse only, cheap)
 and ``run(args) -> int`` (imports torch and friends lazily), so ``braunet --help`` stays fast.
 Errors derived from :class:`braunet.errors.BraunetError`, and missing files, become one line on
-stderr and exit code 2 instead of a traceback.
+stderr and exit code 2 instead of a traceback; an :class:`~braunet.errors.InputWarning` (an input
+read under an assumption) becomes one ``braunet COMMAND: warning: PATH: ...`` line.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
-from braunet.errors import BraunetError
+from braunet.errors import BraunetError, InputWarning
 
 __all__ = ["main"]
 
@@ -41,6 +44,20 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        show = warnings.showwarning
+
+        def one_line(message: Warning | str, category: type[Warning], *rest: Any, **options: Any) -> None:
+            if issubclass(category, InputWarning):
+                print(f"braunet {args.command}: warning: {message}", file=sys.stderr)
+            else:
+                show(message, category, *rest, **options)
+
+        warnings.showwarning = one_line
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.run(args) or 0)
     except (BraunetError, FileNotFoundError, PermissionError, IsADirectoryError) as error:

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["MIN_SIZE", "Prediction", "predict", "predict_image", "predict_volume"]
 
 MIN_SIZE = 16  # smallest slice/image side accepted, in pixels: below it there is nothing to segment
+# what a CT recipe accepts: CT, or a volume whose file does not say (NIfTI, a DICOM series without a Modality tag)
+_CT_MODALITIES = ("CT", "UNKNOWN")
 _FINITE_CHECK_VOXELS = 1 << 24  # chunk of the NaN/Inf scan, so it needs no volume-sized temporary
 
 
@@ -97,7 +99,8 @@ def predict_volume(
         should_stop: a callable or a ``threading.Event``; when it is set, :class:`Cancelled` is raised
             before the next batch.
     Raises:
-        InputError: wrong kind of image for the model, NaN/Inf voxels, slice index out of range.
+        InputError: wrong kind of image for the model (an RGB model, or a volume whose modality is
+            known and not CT, e.g. an MR series), NaN/Inf voxels, slice index out of range.
         Cancelled: ``should_stop`` was set.
     """
     source = _source(volume)
@@ -105,6 +108,9 @@ def predict_volume(
     array = np.asarray(volume.array)
     if recipe.kind != "ct":
         raise InputError(f"{source}: model {card.name!r} segments 2-D RGB images, but this is a 3-D volume")
+    if volume.modality.upper() not in _CT_MODALITIES:
+        raise InputError(f"{source}: a {volume.modality} volume, but model {card.name!r} segments CT (Hounsfield "
+                         f"units); {volume.modality} intensities have no such scale")  # fmt: skip
     if volume.is_2d or array.ndim != 3:
         raise InputError(f"{source}: expected a 3-D volume, got an array of shape {array.shape}")
     _check_finite(array, source)
