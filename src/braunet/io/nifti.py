@@ -104,7 +104,7 @@ def read_nifti(path: str | PathLike) -> Volume:
     if dtype.kind not in "biuf":
         raise InputError(f"{path}: voxel type {dtype} is not supported (expected integers or floats)")
 
-    _check_claimed_size(path, img, shape, dtype)
+    _check_claimed_size(path, stored, shape, dtype)
 
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
@@ -132,13 +132,13 @@ def _stored_header(path: Path, img: nib.Nifti1Image) -> nib.Nifti1Header:
         return type(img.header).from_fileobj(stream, check=False)
 
 
-def _check_claimed_size(path: Path, img: nib.Nifti1Image, shape: tuple[int, ...], dtype: np.dtype) -> None:
+def _check_claimed_size(path: Path, stored: nib.Nifti1Header, shape: tuple[int, ...], dtype: np.dtype) -> None:
     """Refuse a header that claims more voxel data than the file can hold, or than memory allows.
 
     A 180-byte ``.nii.gz`` whose header says 12.8 GB must fail here, not after nibabel allocated it.
     """
     claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    offset = int(img.header.get_data_offset())
+    offset = int(stored.get_data_offset())  # reason: img.header has it reset to 0
     size = path.stat().st_size
     if path.name.lower().endswith(".gz"):
         if claimed + offset > _DEFLATE_MAX_RATIO * size:
