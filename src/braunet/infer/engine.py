@@ -109,8 +109,8 @@ def predict_volume(
     if recipe.kind != "ct":
         raise InputError(f"{source}: model {card.name!r} segments 2-D RGB images, but this is a 3-D volume")
     if volume.modality.upper() not in _CT_MODALITIES:
-        raise InputError(f"{source}: a {volume.modality} volume, but model {card.name!r} segments CT (Hounsfield "
-                         f"units); {volume.modality} intensities have no such scale")  # fmt: skip
+        raise InputError(f"{source}: modality {volume.modality}, not CT; model {card.name!r} segments CT in Hounsfield "
+                         f"units, a scale {volume.modality} intensities do not have")  # fmt: skip
     if volume.is_2d or array.ndim != 3:
         raise InputError(f"{source}: expected a 3-D volume, got an array of shape {array.shape}")
     _check_finite(array, source)
