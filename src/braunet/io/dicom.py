@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import FileDataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import UID, MediaStorageDirectoryStorage
 
 from braunet.errors import InputError
@@ -42,6 +42,8 @@ from braunet.io.volume import Volume
 __all__ = ["read_dicom_series"]
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# reason: pydicom's own error for a value whose length does not fit its VR derives from Exception only
+_DICOM_ERRORS: tuple[type[BaseException], ...] = (BytesLengthException, *PARSE_ERRORS)
 _GAP_FACTOR = 1.5  # a step this many times the reference step means a missing slice
 _SAME_POSITION_MM = 1e-3
 _AIR_AS_HU = (-1150.0, -850.0)  # the darkest voxels here: stored values are HU already
@@ -89,7 +91,7 @@ def read_dicom_series(folder: str | PathLike) -> Volume:
             volume = _read_series(folder, notes)
     except InputError:
         raise
-    except PARSE_ERRORS as error:  # reason: a malformed tag value surfaces wherever it is first read
+    except _DICOM_ERRORS as error:  # reason: a malformed tag value surfaces wherever it is first read
         raise InputError(f"{folder}: unreadable DICOM tag values ({first_line(error)})") from error
     for note in notes:
         warn(folder, note)
@@ -117,7 +119,7 @@ def _read_series(folder: Path, notes: list[str]) -> Volume:
     for item in slices:
         try:
             pixels.append(item.dataset.pixel_array.T)  # reason: (rows, cols) -> (i along a row, j down the rows)
-        except PARSE_ERRORS as error:
+        except _DICOM_ERRORS as error:
             problem = f"cannot decode pixel data, truncated or unsupported ({first_line(error)})"
             raise InputError(f"{item.path}: {problem}") from error
     raw = np.stack(pixels, axis=-1)
@@ -198,7 +200,7 @@ def _load_slices(folder: Path) -> list[_Slice]:
             dataset = pydicom.dcmread(path)
         except InvalidDicomError:
             continue  # reason: not DICOM at all (notes, thumbnails); DICOM files carry a 'DICM' preamble
-        except PARSE_ERRORS as error:
+        except _DICOM_ERRORS as error:
             raise InputError(f"{path}: unreadable DICOM file ({first_line(error)})") from error
         if _is_known_non_image(dataset):
             continue
