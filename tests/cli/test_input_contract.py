@@ -3,8 +3,6 @@ input read under an assumption is one warning line; no library's own log line re
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
 import pydicom

@@ -17,6 +17,7 @@ the example and a ``@reproduce_failure`` blob instead.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -30,9 +31,8 @@ import numpy as np
 import pydicom
 import pytest
 import tifffile
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nibabel.spatialimages import HeaderDataError
 from PIL import Image
 
 from braunet.errors import InputError, InputWarning
@@ -180,16 +180,15 @@ def test_nifti_headers_and_truncations(case: tuple[str, bytes], tmp_path: Path, 
 )
 def test_nifti_dtypes_shapes_affines(data, dtype, shape, affine, tmp_path: Path, capfd) -> None:
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
-    values = (rng.normal(size=shape) * data.draw(st.sampled_from([1.0, 1e3, 1e30]))).astype(dtype)
+    with np.errstate(all="ignore"):  # reason: casting 1e30 to integers is part of the drawing, not of the reading
+        values = (rng.normal(size=shape) * data.draw(st.sampled_from([1.0, 1e3, 1e30]))).astype(dtype)
     matrix = np.eye(4)
     matrix[:3, :] = np.reshape(affine, (3, 4))
+    header = nib.Nifti1Header()
+    header.set_data_dtype(values.dtype)
+    header.set_sform(matrix, code=data.draw(st.integers(1, 4)))  # reason: set_qform's SVD can hang on such matrices
     path = _fresh(tmp_path, "valid") / "img.nii.gz"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # reason: nibabel warns while *writing* odd dtypes; reading is under test
-        try:
-            nib.save(nib.Nifti1Image(values, matrix, dtype=values.dtype), path)
-        except (HeaderDataError, np.linalg.LinAlgError):
-            assume(False)  # reason: nibabel cannot write that affine at all; nothing to read
+    nib.save(nib.Nifti1Image(values, None, header), path)
     capfd.readouterr()
     _check_contract(path, capfd)
 
@@ -240,10 +239,8 @@ def test_dicom_series_tags_and_truncations(data, small_series: Path, tmp_path: P
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # reason: pydicom warns about invalid values while *writing* them
-                try:
+                with contextlib.suppress(ValueError, TypeError, OverflowError):  # reason: pydicom refuses it outright
                     setattr(dataset, keyword, data.draw(_TAG_VALUES[keyword]))
-                except (ValueError, TypeError, OverflowError):
-                    pass  # reason: pydicom refuses that value outright
         buffer = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -274,7 +271,8 @@ def image_files(draw: st.DrawFn) -> tuple[str, bytes]:
         tifffile.imwrite(buffer, np.stack([array] * frames) if frames > 1 else array,
                          compression=draw(st.sampled_from([None, "zlib"])))  # fmt: skip
     else:
-        small = array.astype(np.uint8) if dtype != np.uint16 or channels not in (None, 1) else array
+        with np.errstate(all="ignore"):  # reason: casting random float bits is part of the drawing
+            small = array.astype(np.uint8) if dtype != np.uint16 or channels not in (None, 1) else array
         small = small[..., 0] if small.ndim == 3 and small.shape[2] in (1, 2, 5) else small
         image = Image.fromarray(small[..., :3] if suffix == ".jpg" and small.ndim == 3 else small)
         kind = {".png": "PNG", ".jpg": "JPEG", ".bmp": "BMP"}[suffix]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import tracemalloc
 import warnings
@@ -240,10 +241,8 @@ def test_a_clean_file_gives_no_warning(ct_path: Path) -> None:
 
 def _peak_mib(call) -> float:
     tracemalloc.start()
-    try:
+    with contextlib.suppress(InputError):
         call()
-    except InputError:
-        pass
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak / 2**20

@@ -39,7 +39,8 @@ __all__ = [
 
 # reason: nibabel, pydicom, Pillow and tifffile report corrupt or truncated input with many
 # unrelated exception types (EOFError from gzip, zlib.error, struct.error from header parsing,
-# KeyError/IndexError from malformed tags, RuntimeError from missing pixel decoders). Readers
+# KeyError/IndexError from malformed tags, RuntimeError from missing pixel decoders, ZeroDivisionError
+# from a TIFF tag of 0 rows per strip). Readers
 # catch exactly these around third-party parsing and re-raise one InputError naming the file.
 PARSE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -51,7 +52,7 @@ PARSE_ERRORS: tuple[type[BaseException], ...] = (
     AttributeError,
     NotImplementedError,
     RuntimeError,
-    OverflowError,
+    ArithmeticError,  # OverflowError, ZeroDivisionError
     struct.error,
     zlib.error,
 )

@@ -46,6 +46,7 @@ _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _DICOM_ERRORS: tuple[type[BaseException], ...] = (BytesLengthException, *PARSE_ERRORS)
 _GAP_FACTOR = 1.5  # a step this many times the reference step means a missing slice
 _SAME_POSITION_MM = 1e-3
+_LARGEST_MM = 1e6  # a kilometre: positions and spacings beyond it are corrupt, and would overflow the affine
 _AIR_AS_HU = (-1150.0, -850.0)  # the darkest voxels here: stored values are HU already
 _AIR_OFFSET = (-50.0, 150.0)  # here: air stored with the usual +1024 offset
 _AIR_PERCENTILE = 0.5
@@ -332,4 +333,6 @@ def _float_list(item: _Slice, keyword: str, length: int) -> list[float]:
         raise InputError(f"{item.path}: {keyword} is not a list of numbers ({value!r})") from error
     if len(numbers) != length:
         raise InputError(f"{item.path}: {keyword} has {len(numbers)} values, expected {length}")
+    if not all(np.isfinite(numbers)) or max(abs(n) for n in numbers) > _LARGEST_MM:
+        raise InputError(f"{item.path}: {keyword} {numbers} is not a list of finite millimetre values")
     return numbers

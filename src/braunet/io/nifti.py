@@ -128,7 +128,7 @@ def read_nifti(path: str | PathLike) -> Volume:
 
 def _stored_header(path: Path, img: nib.Nifti1Image) -> nib.Nifti1Header:
     """The header exactly as stored: ``img.header`` has nibabel's repairs (pixdim 0 -> 1) applied."""
-    with ImageOpener(path) as stream:
+    with ImageOpener(str(path)) as stream:
         return type(img.header).from_fileobj(stream, check=False)
 
 
