@@ -239,7 +239,8 @@ def test_dicom_series_tags_and_truncations(data, small_series: Path, tmp_path: P
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # reason: pydicom warns about invalid values while *writing* them
-                with contextlib.suppress(ValueError, TypeError, OverflowError):  # reason: pydicom refuses it outright
+                # reason: pydicom refuses such a value outright (or cannot resolve its VR)
+                with contextlib.suppress(ValueError, TypeError, OverflowError, AttributeError):
                     setattr(dataset, keyword, data.draw(_TAG_VALUES[keyword]))
         buffer = io.BytesIO()
         with warnings.catch_warnings():

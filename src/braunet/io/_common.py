@@ -31,6 +31,7 @@ __all__ = [
     "first_line",
     "max_voxels",
     "quiet_libraries",
+    "require_affine",
     "require_finite",
     "rescale",
     "to_float32",
@@ -161,6 +162,22 @@ def existing_file(path: Path, what: str) -> Path:
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file (0 bytes), not a {what} file")
     return path
+
+
+def require_affine(affine: np.ndarray, path: Path) -> None:
+    """Refuse a voxel-to-world affine that no orientation can be read from.
+
+    Not invertible, not finite, or axes so unequal in length that nibabel cannot name an
+    anatomical direction for each (``aff2axcodes`` gives None): the engine's reorientation
+    and every label writer need all three.
+    """
+    import nibabel as nib  # reason: only the volume readers need it, and they import it anyway
+
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError(f"{path}: voxel-to-world affine is not invertible (zero or missing voxel size?)")
+    if None in nib.aff2axcodes(affine):
+        sizes = ", ".join(f"{v:.3g}" for v in np.linalg.norm(affine[:3, :3], axis=0))
+        raise InputError(f"{path}: voxel-to-world affine is degenerate (voxel sizes {sizes} mm); no orientation")
 
 
 def require_finite(array: np.ndarray, path: Path) -> None:

@@ -36,7 +36,7 @@ from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import UID, MediaStorageDirectoryStorage
 
 from braunet.errors import InputError
-from braunet.io._common import PARSE_ERRORS, check_budget, first_line, quiet_libraries, rescale, warn
+from braunet.io._common import PARSE_ERRORS, check_budget, first_line, quiet_libraries, require_affine, rescale, warn
 from braunet.io.volume import Volume
 
 __all__ = ["read_dicom_series"]
@@ -135,6 +135,7 @@ def _read_series(folder: Path, notes: list[str]) -> Volume:
     lps[:3, 1] = col_cos * pixel_spacing[0]
     lps[:3, 2] = step
     lps[:3, 3] = positions[0]
+    require_affine(_LPS_TO_RAS @ lps, folder)
     return Volume(array=np.ascontiguousarray(array), affine=_LPS_TO_RAS @ lps, source=folder,
                   modality=modality, is_2d=False)  # fmt: skip
 

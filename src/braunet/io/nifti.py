@@ -34,6 +34,7 @@ from braunet.io._common import (
     existing_file,
     first_line,
     quiet_libraries,
+    require_affine,
     rescale,
     warn,
 )
@@ -107,8 +108,7 @@ def read_nifti(path: str | PathLike) -> Volume:
     _check_claimed_size(path, stored, shape, dtype)
 
     affine = np.asarray(img.affine, dtype=np.float64)
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise InputError(f"{path}: voxel-to-world affine is not invertible (zero or missing voxel size?)")
+    require_affine(affine, path)
 
     proxy = cast(ArrayProxy, img.dataobj)  # reason: a loaded file's dataobj is a proxy; nibabel types it ArrayLike
     try:
@@ -120,7 +120,11 @@ def read_nifti(path: str | PathLike) -> Volume:
     raw = raw.reshape(shape[:3])  # reason: squeeze trailing axes of size 1 (a 4-D file with one time point)
     # float16/float64 storage becomes float32 here (the model works in float32); values beyond it are refused
     array = rescale(raw, proxy.slope, proxy.inter, path)
-    for problem in _geometry_problems(img, stored, affine):
+    try:
+        problems = _geometry_problems(img, stored, affine)
+    except PARSE_ERRORS as error:  # reason: get_qform decodes the quaternion, which can be invalid
+        raise InputError(f"{path}: unusable qform ({first_line(error)})") from error
+    for problem in problems:
         warn(path, problem)
     return Volume(array=np.ascontiguousarray(array), affine=affine, source=path, modality="unknown",
                   is_2d=False, header=img.header)  # fmt: skip
