@@ -25,3 +25,11 @@ class OutputError(BraunetError, OSError):
 
 class Cancelled(BraunetError):
     """Raised inside long work (inference, training) when the user's cancel token is set."""
+
+
+class InputWarning(UserWarning):
+    """An input was read, but only by assuming something its header does not say (or says twice).
+
+    One line, ``"PATH: what is wrong; what was assumed"``, issued with :func:`warnings.warn`: the CLI
+    prints it as ``braunet COMMAND: warning: ...`` and napari shows it as a notification.
+    """

@@ -229,3 +229,13 @@ def test_memory_stays_bounded_by_the_label_map(ct_model):
     voxels = array.size
     assert peak < 3.5 * voxels, f"peak numpy memory {peak / 2**20:.0f} MiB for {voxels / 2**20:.1f} M voxels"
     assert torch.is_inference_mode_enabled() is False
+
+
+@pytest.mark.parametrize("modality", ["MR", "PT", "OT"])
+def test_a_ct_model_refuses_volumes_of_another_modality(ct_model, ct_volume, modality):
+    model, card = ct_model
+    with pytest.raises(InputError, match=rf"case01sm_ct.nii.gz: modality {modality}, not CT; model .* Hounsfield"):
+        predict(model, card, dataclasses.replace(ct_volume, modality=modality))
+    for accepted in ("CT", "unknown"):  # unknown: NIfTI, or DICOM without a Modality tag
+        volume = dataclasses.replace(ct_volume, modality=accepted)
+        assert predict(model, card, volume, slices=[0]).labels.shape == ct_volume.shape

@@ -9,6 +9,7 @@ so ours (from the DICOM decimal strings, in float64) differs by float32 rounding
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -17,7 +18,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from braunet.errors import InputError
+from braunet.errors import InputError, InputWarning
 from braunet.io import read_dicom_series, read_image
 
 
@@ -175,3 +176,77 @@ def test_missing_geometry(refuses, tmp_path: Path, dicom_dir: Path) -> None:
     del dataset.ImagePositionPatient
     dataset.save_as(folder / "02.dcm")
     refuses(lambda: read_image(folder), InputError, "no ImagePositionPatient", folder, names=folder / "02.dcm")
+
+
+# --- HU scale: CT without RescaleIntercept is judged by where air is, or refused -------------------
+
+
+def _rewritten(dicom_dir: Path, folder: Path, shift: int = 0, drop: tuple[str, ...] = (), **tags: object) -> Path:
+    """Copies of the three slices with the stored values shifted (padding kept), tags dropped or set."""
+    folder.mkdir()
+    for source in sorted(dicom_dir.iterdir()):
+        dataset = pydicom.dcmread(source)
+        pixels = dataset.pixel_array
+        padding = pixels == dataset.PixelPaddingValue
+        dataset.PixelData = np.where(padding, pixels, pixels + shift).astype(np.int16).tobytes()
+        for keyword in drop:
+            delattr(dataset, keyword)
+        for keyword, value in tags.items():
+            setattr(dataset, keyword, value)
+        dataset.save_as(folder / source.name)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("shift", "match"),
+    [(0, "darkest voxels are at 0, air with the usual offset of 1024: assumed intercept -1024"),
+     (-1024, "darkest voxels are at -1024, air in HU already: assumed intercept 0")],
+    ids=["offset-1024", "stored-as-HU"],
+)
+def test_ct_without_rescale_tags_is_judged_by_air(tmp_path: Path, dicom_dir: Path, shift: int, match: str) -> None:
+    folder = _rewritten(dicom_dir, tmp_path / "norescale", shift, drop=("RescaleIntercept", "RescaleSlope"))
+    with pytest.warns(InputWarning, match=rf"norescale: CT without RescaleIntercept \(signed pixels\); its {match}"):
+        volume = read_image(folder)
+    reference = read_image(dicom_dir).array
+    tissue = reference > -2000 - 1024  # the padding keeps its stored value, so it differs by the offset
+    np.testing.assert_array_equal(volume.array[tissue], reference[tissue])
+
+
+def test_ct_without_intercept_and_no_air_is_refused(refuses, tmp_path: Path, dicom_dir: Path) -> None:
+    folder = _rewritten(dicom_dir, tmp_path / "unclear", 500, drop=("RescaleIntercept",))
+    refuses(lambda: read_image(folder), InputError, r"darkest voxels are at 500, .* the HU scale is unknown: add "
+            "RescaleIntercept", folder, names=folder)  # fmt: skip
+
+
+def test_intercept_on_some_slices_only_is_refused(refuses, tmp_path: Path, dicom_dir: Path) -> None:
+    folder = _copy(dicom_dir, tmp_path / "partly")
+    dataset = pydicom.dcmread(folder / "02.dcm")
+    del dataset.RescaleIntercept
+    dataset.save_as(folder / "02.dcm")
+    refuses(lambda: read_image(folder), InputError, r"RescaleIntercept on some slices only \(02.dcm has none\)",
+            folder, names=folder)  # fmt: skip
+
+
+def test_mr_without_intercept_is_read_as_stored_and_says_mr(tmp_path: Path, dicom_dir: Path) -> None:
+    folder = _rewritten(dicom_dir, tmp_path / "mr", drop=("RescaleIntercept", "RescaleSlope"), Modality="MR")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # reason: MR has no HU scale to infer, so nothing is assumed
+        volume = read_image(folder)
+    assert volume.modality == "MR"
+    np.testing.assert_array_equal(volume.array[:, :, 0], pydicom.dcmread(dicom_dir / "03.dcm").pixel_array.T)
+
+
+def test_no_modality_tag_is_unknown(tmp_path: Path, dicom_dir: Path) -> None:
+    folder = _rewritten(dicom_dir, tmp_path / "untagged", drop=("Modality",))
+    assert read_image(folder).modality == "unknown"
+
+
+def test_malformed_rescale_value_is_one_line(refuses, tmp_path: Path, dicom_dir: Path) -> None:
+    folder = _copy(dicom_dir, tmp_path / "garbled")
+    raw = (folder / "02.dcm").read_bytes()
+    marker = raw.index(b"\x28\x00\x53\x10")  # (0028,1053) RescaleSlope, implicit VR little endian
+    length = int.from_bytes(raw[marker + 4 : marker + 8], "little")
+    (folder / "02.dcm").write_bytes(raw[: marker + 8] + b"x" * length + raw[marker + 8 + length :])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # reason: pydicom's "invalid value for VR DS" must not reach the user
+        refuses(lambda: read_image(folder), InputError, "RescaleSlope is not a number", folder, names=folder / "02.dcm")

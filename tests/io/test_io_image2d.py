@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -178,3 +180,101 @@ def test_unsupported_suffix(refuses, tmp_path: Path) -> None:
     gif = tmp_path / "anim.gif"
     Image.new("L", (4, 4)).save(gif)
     refuses(lambda: read_image(gif), InputError, "unsupported file type", names=gif)
+
+
+# --- several frames: refused, not silently the first one ---------------------------------------
+
+
+def _frames(count: int = 3) -> list[Image.Image]:
+    return [Image.new("RGB", (40, 30), (60 * k, 0, 0)) for k in range(count)]
+
+
+@pytest.mark.parametrize(("name", "pillow_format", "kind"), [("anim.png", "PNG", "an animated PNG"),
+                                                             ("gif_inside.png", "GIF", "an animated GIF")])
+def test_animations_are_refused(refuses, tmp_path: Path, name: str, pillow_format: str, kind: str) -> None:
+    path = tmp_path / name
+    first, *rest = _frames()
+    first.save(path, format=pillow_format, save_all=True, append_images=rest)
+    refuses(lambda: read_image(path), InputError, rf"3 frames \({kind}\); expected one still image", path, names=path)
+
+
+def test_multi_page_tiff_names_its_frames(refuses, tmp_path: Path) -> None:
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.zeros((4, 30, 40, 3), np.uint8), photometric="rgb")
+    refuses(lambda: read_image(path), InputError, r"4 frames \(a multi-page TIFF\)", path, names=path)
+
+
+def test_a_reduced_resolution_preview_page_is_not_a_frame(tmp_path: Path) -> None:
+    path = tmp_path / "with_preview.tif"
+    image = np.arange(64 * 80, dtype=np.uint16).reshape(64, 80).astype(np.uint8)
+    with tifffile.TiffWriter(path) as tiff:
+        tiff.write(image, photometric="minisblack")
+        tiff.write(image[::4, ::4], photometric="minisblack", subfiletype=1)  # FILETYPE_REDUCEDIMAGE
+    np.testing.assert_array_equal(read_image(path).array, image)
+
+
+# --- pixel counts from the header: refused before decoding -------------------------------------
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose IHDR claims width x height 8-bit grey pixels, with one tiny IDAT."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(64)))
+                     + chunk(b"IEND", b""))  # fmt: skip
+    return path
+
+
+def test_png_claiming_more_pixels_than_pillow_allows(refuses, tmp_path: Path) -> None:
+    path = _png_header_only(tmp_path / "bomb.png", 10_000, 10_000)  # 1e8 pixels: Pillow would only warn, then decode
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # reason: Pillow's DecompressionBombWarning must not reach the user
+        refuses(lambda: read_image(path), InputError, r"claims 10000x10000 = 100,000,000 pixels .* more than the limit "
+                f"of {Image.MAX_IMAGE_PIXELS:,}", path, names=path)  # fmt: skip
+
+
+def test_small_compressed_tiff_that_decodes_to_gigabytes(refuses, tmp_path: Path) -> None:
+    path = tmp_path / "bomb.tif"
+    tile = np.zeros((256, 256), np.uint8)
+    tiles = (tile for _ in range(48 * 48))
+    tifffile.imwrite(path, tiles, shape=(12288, 12288), dtype=np.uint8, tile=(256, 256), compression="zlib")
+    assert path.stat().st_size < 2_000_000  # 151 Mpixels in under 2 MB
+    refuses(lambda: read_image(path), InputError, r"claims 12288x12288 = 150,994,944 pixels", path, names=path)
+
+
+def test_pixel_limit_follows_the_voxel_budget(refuses, tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "ok.png"
+    Image.new("L", (50, 40)).save(path)
+    monkeypatch.setenv("BRAUNET_MAX_VOXELS", "1999")
+    refuses(lambda: read_image(path), InputError, "claims 40x50 = 2,000 pixels", path, names=path)
+    monkeypatch.setenv("BRAUNET_MAX_VOXELS", "2000")
+    assert read_image(path).shape == (40, 50)
+
+
+# --- library log lines and warnings stay off stderr --------------------------------------------
+
+
+def test_tifffile_log_lines_do_not_reach_stderr(tmp_path: Path, capfd, caplog) -> None:
+    whole = tmp_path / "two.tif"
+    tifffile.imwrite(whole, np.zeros((2, 20, 30), np.uint8), photometric="minisblack")
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(data[: len(data) - 200])  # the second page's directory is gone: tifffile logs "invalid page offset"
+    capfd.readouterr()
+    with caplog.at_level(logging.WARNING), pytest.raises(InputError):
+        read_image(cut)
+    # reason: pytest's log capture stands in for stderr here (without it, logging's last resort prints there)
+    assert [r for r in caplog.records if r.name.startswith("tifffile")] == []
+    assert capfd.readouterr().err == ""
+
+
+def test_pillow_warnings_do_not_reach_the_user(tmp_path: Path) -> None:
+    path = tmp_path / "bad_exif.jpg"
+    exif = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00\xff\xff\xff\xff"
+    Image.new("RGB", (20, 20)).save(path, exif=exif)  # Pillow warns "Corrupt EXIF data" when it reads the orientation
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(path).shape == (20, 20, 3)

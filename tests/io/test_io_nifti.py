@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import tracemalloc
+import warnings
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from braunet.errors import InputError
+from braunet.errors import InputError, InputWarning
 from braunet.io import Volume, read_image, read_nifti, write_image
 
 
@@ -160,3 +163,131 @@ def test_reading_leaves_the_input_untouched(ct_path: Path) -> None:
     before = (ct_path.read_bytes(), ct_path.stat().st_mtime_ns)
     read_image(ct_path)
     assert (ct_path.read_bytes(), ct_path.stat().st_mtime_ns) == before
+
+
+# --- header problems nibabel fixes on its own: one InputWarning each, no nibabel line on stderr ---
+
+
+def _raw_nifti(path: Path, header: nib.Nifti1Header, data: bytes) -> Path:
+    """Write ``header`` exactly as given (nib.save would repair pixdim and the forms), then ``data``."""
+    header["vox_offset"] = 352
+    payload = header.binaryblock + bytes(4) + data
+    path.write_bytes(gzip.compress(payload) if path.name.endswith(".gz") else payload)
+    return path
+
+
+def _header(shape: tuple[int, ...] = (4, 5, 6), dtype: type = np.int16) -> nib.Nifti1Header:
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(dtype)
+    return header
+
+
+def _zeros(shape: tuple[int, ...] = (4, 5, 6)) -> bytes:
+    return np.zeros(shape, np.int16).tobytes(order="F")
+
+
+def test_no_qform_or_sform_warns_that_the_orientation_is_guessed(tmp_path: Path, capfd) -> None:
+    header = _header()
+    header["pixdim"][1:4] = 2.0
+    path = _raw_nifti(tmp_path / "noform.nii", header, _zeros())
+    with pytest.warns(InputWarning, match=r"noform.nii: no qform or sform .* assumed LAS .* left and right may be swapped"):
+        volume = read_image(path)
+    assert volume.orientation == "LAS" and volume.spacing == (2.0, 2.0, 2.0)  # what nibabel assumes, as before
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("pixdim", [0.0, -2.0], ids=["zero", "negative"])
+def test_bad_voxel_size_warns_what_was_assumed(tmp_path: Path, capfd, pixdim: float) -> None:
+    header = _header()
+    header.set_qform(np.diag([2.0, 2.0, 2.0, 1.0]), code=1)
+    header["pixdim"][1:4] = pixdim
+    path = _raw_nifti(tmp_path / "pixdim.nii.gz", header, _zeros())
+    match = "assumed 1 mm" if pixdim == 0 else "used their absolute values"
+    with pytest.warns(InputWarning, match=rf"pixdim.nii.gz: .*voxel size.*{match}"):
+        volume = read_image(path)
+    assert volume.spacing == (abs(pixdim) or 1.0,) * 3
+    assert capfd.readouterr().err == "", "nibabel's own log line reached stderr"
+
+
+def test_sheared_affine_warns(tmp_path: Path) -> None:
+    sheared = np.array([[2.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.25, 0.0], [0.0, 0.0, 2.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    header = _header()
+    header.set_sform(sheared, code=1)
+    path = _raw_nifti(tmp_path / "tilt.nii", header, _zeros())
+    with pytest.warns(InputWarning, match=r"tilt.nii: the affine is sheared \(voxel axes 7.13 degrees"):
+        volume = read_image(path)
+    np.testing.assert_array_equal(volume.affine, sheared)  # kept, never silently squared
+
+
+def test_qform_and_sform_disagreement_warns_which_one_is_used(tmp_path: Path) -> None:
+    header = _header()
+    header.set_qform(np.diag([2.0, 2.0, 2.0, 1.0]), code=1)
+    header.set_sform(np.diag([-2.0, 2.0, 2.0, 1.0]), code=1)
+    path = _raw_nifti(tmp_path / "two_forms.nii", header, _zeros())
+    with pytest.warns(InputWarning, match=r"qform \(RAS\) and sform \(LAS\) disagree by up to 12.0 mm .* used the sform"):
+        volume = read_image(path)
+    assert volume.orientation == "LAS"
+
+
+def test_a_clean_file_gives_no_warning(ct_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_image(ct_path)
+
+
+# --- claimed sizes: refused before anything is allocated ----------------------------------------
+
+
+def _peak_mib(call) -> float:
+    tracemalloc.start()
+    with contextlib.suppress(InputError):
+        call()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "match"),
+    [
+        ("tiny.nii.gz", (2000, 2000, 800), r"claims 12,800,000,000 bytes of voxels; a \d+-byte gzip file holds at most"),
+        ("tiny.nii", (10000, 10000, 10000), r"claims 2,000,000,000,000 bytes of voxels from byte 352; the file has 1,024"),
+    ],
+)
+def test_huge_claimed_shape_is_refused_before_reading(refuses, tmp_path: Path, name: str, shape: tuple, match: str) -> None:
+    dtype = np.float32 if name.endswith(".gz") else np.int16
+    path = _raw_nifti(tmp_path / name, _header(shape, dtype), bytes(1024 - 352 if name.endswith(".nii") else 8))
+    assert path.stat().st_size < 1100
+    refuses(lambda: read_image(path), InputError, r"truncated or corrupt NIfTI data \(the header " + match, path, names=path)
+    assert _peak_mib(lambda: read_image(path)) < 16
+
+
+def test_memory_budget(refuses, tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "ok.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((10, 10, 20), np.int16), np.eye(4)), path)
+    monkeypatch.setenv("BRAUNET_MAX_VOXELS", "1000")
+    refuses(lambda: read_image(path), InputError, r"claims 10x10x20 = 2,000 voxels .* more than the limit of 1,000; "
+            "set BRAUNET_MAX_VOXELS", path, names=path)  # fmt: skip
+    monkeypatch.setenv("BRAUNET_MAX_VOXELS", "2000")
+    assert read_image(path).shape == (10, 10, 20)
+    monkeypatch.setenv("BRAUNET_MAX_VOXELS", "lots")
+    refuses(lambda: read_image(path), InputError, "not a number of voxels")
+
+
+# --- values float32 cannot hold: named as such, no numpy RuntimeWarning ----------------------
+
+
+@pytest.mark.parametrize("how", ["float64 data", "scl_slope"])
+def test_values_beyond_float32_are_named_as_such(refuses, tmp_path: Path, how: str) -> None:
+    path = tmp_path / "wide.nii.gz"
+    if how == "float64 data":
+        values = np.zeros((4, 5, 6))
+        values[0, 0, :2] = (1e39, -3e300)
+        _save(values, path)
+    else:
+        _save(np.full((4, 5, 6), 1000, np.int16), path, scl_slope=1e37, scl_inter=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # reason: a numpy "overflow encountered in cast" would raise here
+        error = refuses(lambda: read_image(path), InputError, r"voxels are outside the float32 range", path, names=path)
+    assert "NaN or infinite" not in str(error)

@@ -3,9 +3,10 @@
 Each subcommand lives in its own module exposing ``add_parser(subparsers)`` (argparse only, cheap)
 and ``run(args) -> int`` (imports torch and friends lazily), so ``braunet --help`` stays fast.
 Errors derived from :class:`braunet.errors.BraunetError`, and missing files, become one line on
-stderr and exit code 2 instead of a traceback. Ctrl-C (SIGINT) and SIGTERM (``kill``, a job
-scheduler's stop) both raise inside the running command, so every temporary file and staging
-folder is removed on the way out (``braunet._atomic``); the exit codes are 130 and 143.
+stderr and exit code 2 instead of a traceback; an :class:`~braunet.errors.InputWarning` (an input
+read under an assumption) becomes one ``braunet COMMAND: warning: PATH: ...`` line. Ctrl-C (SIGINT) and
+SIGTERM (``kill``, a job scheduler's stop) both raise inside the running command, so every temporary
+file and staging folder is removed on the way out (``braunet._atomic``); the exit codes are 130 and 143.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import importlib
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from types import FrameType
+from typing import Any
 
-from braunet.errors import BraunetError
+from braunet.errors import BraunetError, InputWarning
 
 __all__ = ["Terminated", "main"]
 
@@ -72,6 +75,20 @@ def _sigterm_raises() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        show = warnings.showwarning
+
+        def one_line(message: Warning | str, category: type[Warning], *rest: Any, **options: Any) -> None:
+            if issubclass(category, InputWarning):
+                print(f"braunet {args.command}: warning: {message}", file=sys.stderr)
+            else:
+                show(message, category, *rest, **options)
+
+        warnings.showwarning = one_line
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         with _sigterm_raises():
             return int(args.run(args) or 0)

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["MIN_SIZE", "Prediction", "check_input", "check_input_kind", "predict", "predict_image", "predict_volume"]
 
 MIN_SIZE = 16  # smallest slice/image side accepted, in pixels: below it there is nothing to segment
+# what a CT recipe accepts: CT, or a volume whose file does not say (NIfTI, a DICOM series without a Modality tag)
+_CT_MODALITIES = ("CT", "UNKNOWN")
 _FINITE_CHECK_VOXELS = 1 << 24  # chunk of the NaN/Inf scan, so it needs no volume-sized temporary
 
 
@@ -97,7 +99,8 @@ def predict_volume(
         should_stop: a callable or a ``threading.Event``; when it is set, :class:`Cancelled` is raised
             before the next batch.
     Raises:
-        InputError: wrong kind of image for the model, NaN/Inf voxels, slice index out of range.
+        InputError: wrong kind of image for the model (an RGB model, or a volume whose modality is
+            known and not CT, e.g. an MR series), NaN/Inf voxels, slice index out of range.
         Cancelled: ``should_stop`` was set.
     """
     source = _source(volume)
@@ -202,6 +205,9 @@ def check_input(card: ModelCard, volume: Volume) -> None:
     if volume.is_2d:
         _check_rgb_image(array, source)
         return
+    if volume.modality.upper() not in _CT_MODALITIES:
+        raise InputError(f"{source}: modality {volume.modality}, not CT; model {card.name!r} segments CT in Hounsfield "
+                         f"units, a scale {volume.modality} intensities do not have")  # fmt: skip
     if array.ndim != 3:
         raise InputError(f"{source}: expected a 3-D volume, got an array of shape {array.shape}")
     _check_finite(array, source)

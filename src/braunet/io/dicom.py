@@ -11,30 +11,48 @@ Slice-gap rule: slices must form a regular grid. With three or more slices a ste
 so the nominal spacing (SpacingBetweenSlices, else SliceThickness) is the reference; with no such
 tag a two-slice series is accepted. Steps that differ by more than 1% (and 1 µm) without being a
 gap make the positions irregular, which no affine can represent, and are refused too.
+
+Missing-intercept rule: CT (and series without a Modality tag) must carry RescaleIntercept; a
+missing RescaleSlope alone means 1. Without an intercept on every slice the stored values are
+judged by air, which a CT slice always shows at about -1000 HU: with the padding removed
+(PixelPaddingValue, and values at or below -1500, which no tissue has), if the darkest 0.5 % sit
+at -1150..-850 the values already are HU (intercept 0); if they sit at -50..150 they carry the
+usual offset of 1024, the one unsigned pixels (PixelRepresentation 0) must use (intercept
+-1024); either way one InputWarning says so. Anything else is refused. Other modalities have no
+fixed intensity scale: a missing intercept there is 0, as the standard says.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pydicom
 from pydicom.dataset import FileDataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import UID, MediaStorageDirectoryStorage
 
 from braunet.errors import InputError
-from braunet.io._common import PARSE_ERRORS, first_line, rescale
+from braunet.io._common import PARSE_ERRORS, check_budget, first_line, quiet_libraries, require_affine, rescale, warn
 from braunet.io.volume import Volume
 
 __all__ = ["read_dicom_series", "read_series_datasets"]
 
+_T = TypeVar("_T")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# reason: pydicom's own error for a value whose length does not fit its VR derives from Exception only
+_DICOM_ERRORS: tuple[type[BaseException], ...] = (BytesLengthException, *PARSE_ERRORS)
 _GAP_FACTOR = 1.5  # a step this many times the reference step means a missing slice
 _SAME_POSITION_MM = 1e-3
+_LARGEST_MM = 1e6  # a kilometre: positions and spacings beyond it are corrupt, and would overflow the affine
+_AIR_AS_HU = (-1150.0, -850.0)  # the darkest voxels here: stored values are HU already
+_AIR_OFFSET = (-50.0, 150.0)  # here: air stored with the usual +1024 offset
+_AIR_PERCENTILE = 0.5
+_PADDING_BELOW = -1500.0  # no tissue is below this in HU, nor with the offset: padding or outside the scan circle
 
 
 @dataclass(frozen=True)
@@ -53,38 +71,24 @@ def read_dicom_series(folder: str | PathLike) -> Volume:
     Returns:
         A Volume with ``array`` ``(I, J, K)`` (see module docstring): HU as int16 (int32 if the
         range needs it) when every slice has RescaleSlope 1 and an integer intercept, else
-        float32; ``affine`` RAS+; ``modality`` from the Modality tag (``"OT"`` if absent).
+        float32; ``affine`` RAS+; ``modality`` from the Modality tag (``"unknown"`` if absent).
 
     Raises:
         InputError: for a missing or empty folder, unreadable or truncated slices, several
             series (named), multi-frame or colour images, missing geometry tags, inconsistent
-            slice sizes or orientations, duplicate positions, missing slices or irregular spacing.
+            slice sizes or orientations, duplicate positions, missing slices or irregular spacing,
+            more voxels than :func:`~braunet.io._common.max_voxels`, and CT whose HU scale cannot
+            be told (module docstring).
+
+    Warns:
+        InputWarning: when the CT intercept was inferred (module docstring).
     """
     folder = Path(folder).expanduser()
-    slices, positions, step = _ordered_slices(folder)
-
-    pixels, slopes, intercepts = [], [], []
-    for item in slices:
-        try:
-            pixels.append(item.dataset.pixel_array.T)  # reason: (rows, cols) -> (i along a row, j down the rows)
-        except PARSE_ERRORS as error:
-            problem = f"cannot decode pixel data, truncated or unsupported ({first_line(error)})"
-            raise InputError(f"{item.path}: {problem}") from error
-        slopes.append(float(item.dataset.get("RescaleSlope", 1.0) or 1.0))
-        intercepts.append(float(item.dataset.get("RescaleIntercept", 0.0) or 0.0))
-    raw = np.stack(pixels, axis=-1)
-    array = rescale(raw, np.array(slopes), np.array(intercepts))
-
-    row_cos, col_cos = _orientation(slices[0])
-    pixel_spacing = _float_list(slices[0], "PixelSpacing", 2)  # reason: DICOM order is (between rows, between columns)
-    lps = np.eye(4)
-    lps[:3, 0] = row_cos * pixel_spacing[1]
-    lps[:3, 1] = col_cos * pixel_spacing[0]
-    lps[:3, 2] = step
-    lps[:3, 3] = positions[0]
-    modality = str(slices[0].dataset.get("Modality", "") or "OT")
-    return Volume(array=np.ascontiguousarray(array), affine=_LPS_TO_RAS @ lps, source=folder,
-                  modality=modality, is_2d=False)  # fmt: skip
+    notes: list[str] = []
+    volume = _quietly(folder, lambda: _read_series(folder, notes))
+    for note in notes:
+        warn(folder, note)
+    return volume
 
 
 def read_series_datasets(folder: str | PathLike) -> list[FileDataset]:
@@ -97,14 +101,55 @@ def read_series_datasets(folder: str | PathLike) -> list[FileDataset]:
     Raises:
         InputError: as :func:`read_dicom_series`.
     """
-    slices, _, _ = _ordered_slices(folder)
+    folder = Path(folder).expanduser()
+    slices, _, _ = _quietly(folder, lambda: _ordered_slices(folder))
     return [item.dataset for item in slices]
 
 
-def _ordered_slices(folder: str | PathLike) -> tuple[list[_Slice], np.ndarray, np.ndarray]:
+def _quietly(folder: Path, read: Callable[[], _T]) -> _T:
+    """Run ``read`` with library log lines silenced; a malformed tag value becomes one InputError line."""
+    try:
+        with quiet_libraries():  # reason: pydicom converts (and warns about) tag values only when they are read
+            return read()
+    except InputError:
+        raise
+    except _DICOM_ERRORS as error:  # reason: a malformed tag value surfaces wherever it is first read
+        raise InputError(f"{folder}: unreadable DICOM tag values ({first_line(error)})") from error
+
+
+def _read_series(folder: Path, notes: list[str]) -> Volume:
+    """The body of :func:`read_dicom_series`; what it assumed goes to ``notes``, to be warned outside the quiet block."""
+    slices, positions, step = _ordered_slices(folder)
+    check_budget(folder, (int(slices[0].dataset.Columns), int(slices[0].dataset.Rows), len(slices)), np.dtype(np.int16))
+
+    pixels = []
+    for item in slices:
+        try:
+            pixels.append(item.dataset.pixel_array.T)  # reason: (rows, cols) -> (i along a row, j down the rows)
+        except _DICOM_ERRORS as error:
+            problem = f"cannot decode pixel data, truncated or unsupported ({first_line(error)})"
+            raise InputError(f"{item.path}: {problem}") from error
+    raw = np.stack(pixels, axis=-1)
+    modality = str(slices[0].dataset.get("Modality", "") or "unknown")
+    slopes = np.array([_number(item, "RescaleSlope", 1.0) for item in slices])
+    intercepts = _intercepts(folder, slices, raw, slopes, modality, notes)
+    array = rescale(raw, slopes, intercepts, folder)
+
+    row_cos, col_cos = _orientation(slices[0])
+    pixel_spacing = _float_list(slices[0], "PixelSpacing", 2)  # reason: DICOM order is (between rows, between columns)
+    lps = np.eye(4)
+    lps[:3, 0] = row_cos * pixel_spacing[1]
+    lps[:3, 1] = col_cos * pixel_spacing[0]
+    lps[:3, 2] = step
+    lps[:3, 3] = positions[0]
+    require_affine(_LPS_TO_RAS @ lps, folder)
+    return Volume(array=np.ascontiguousarray(array), affine=_LPS_TO_RAS @ lps, source=folder,
+                  modality=modality, is_2d=False)  # fmt: skip
+
+
+def _ordered_slices(folder: Path) -> tuple[list[_Slice], np.ndarray, np.ndarray]:
     """Load and check a series; return its slices sorted along the normal, their LPS positions
     ``(K, 3)`` and the LPS step vector ``(3,)`` between neighbours."""
-    folder = Path(folder).expanduser()
     if not folder.exists():
         raise InputError(f"{folder}: no such folder")
     if not folder.is_dir():
@@ -125,6 +170,60 @@ def _ordered_slices(folder: str | PathLike) -> tuple[list[_Slice], np.ndarray, n
     return slices, positions, step
 
 
+def _intercepts(
+    folder: Path, slices: Sequence[_Slice], raw: np.ndarray, slopes: np.ndarray, modality: str, notes: list[str]
+) -> np.ndarray:
+    """RescaleIntercept of every slice, or the one the missing-intercept rule (module docstring) infers."""
+    present = [_has_value(item, "RescaleIntercept") for item in slices]
+    if all(present):
+        return np.array([_number(item, "RescaleIntercept", 0.0) for item in slices])
+    if any(present):
+        lacking = slices[present.index(False)].path.name
+        raise InputError(f"{folder}: RescaleIntercept on some slices only ({lacking} has none); the HU scale is unclear")
+    if modality.upper() not in ("CT", "UNKNOWN"):
+        return np.zeros(len(slices))
+    padding = slices[0].dataset.get("PixelPaddingValue")
+    sample = raw[::4, ::4, :].astype(np.float32)  # reason: a percentile needs no full-resolution copy
+    keep = sample > _PADDING_BELOW
+    if isinstance(padding, int):
+        keep &= sample != padding
+    values = (sample * slopes.astype(np.float32))[keep]
+    signed = "signed" if int(slices[0].dataset.get("PixelRepresentation", 0) or 0) else "unsigned"
+    if values.size == 0:
+        raise InputError(f"{folder}: CT without RescaleIntercept and only padding values; the HU scale is unknown")
+    darkest = float(np.percentile(values, _AIR_PERCENTILE))
+    what = f"CT without RescaleIntercept ({signed} pixels); its darkest voxels are at {darkest:.0f}"
+    if _AIR_AS_HU[0] <= darkest <= _AIR_AS_HU[1]:
+        notes.append(f"{what}, air in HU already: assumed intercept 0")
+        return np.zeros(len(slices))
+    if _AIR_OFFSET[0] <= darkest <= _AIR_OFFSET[1]:
+        notes.append(f"{what}, air with the usual offset of 1024: assumed intercept -1024")
+        return np.full(len(slices), -1024.0)
+    raise InputError(
+        f"{folder}: {what}, which is neither air in HU (about -1000) nor air with the usual offset (about 0); "
+        "the HU scale is unknown: add RescaleIntercept and RescaleSlope"
+    )
+
+
+def _has_value(item: _Slice, keyword: str) -> bool:
+    value = item.dataset.get(keyword)
+    return value is not None and str(value).strip() != ""
+
+
+def _number(item: _Slice, keyword: str, default: float) -> float:
+    """A numeric tag; absent or empty gives ``default`` (RescaleSlope 0 too: it would flatten the slice)."""
+    if not _has_value(item, keyword):
+        return default
+    value = item.dataset.get(keyword)
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{item.path}: {keyword} is not a number ({value!r})") from error
+    if not np.isfinite(number):
+        raise InputError(f"{item.path}: {keyword} is not finite ({value!r})")
+    return number if number or keyword != "RescaleSlope" else default
+
+
 def _load_slices(folder: Path) -> list[_Slice]:
     files = sorted(p for p in folder.iterdir() if p.is_file())
     slices = []
@@ -133,7 +232,7 @@ def _load_slices(folder: Path) -> list[_Slice]:
             dataset = pydicom.dcmread(path)
         except InvalidDicomError:
             continue  # reason: not DICOM at all (notes, thumbnails); DICOM files carry a 'DICM' preamble
-        except PARSE_ERRORS as error:
+        except _DICOM_ERRORS as error:
             raise InputError(f"{path}: unreadable DICOM file ({first_line(error)})") from error
         if _is_known_non_image(dataset):
             continue
@@ -265,4 +364,6 @@ def _float_list(item: _Slice, keyword: str, length: int) -> list[float]:
         raise InputError(f"{item.path}: {keyword} is not a list of numbers ({value!r})") from error
     if len(numbers) != length:
         raise InputError(f"{item.path}: {keyword} has {len(numbers)} values, expected {length}")
+    if not all(np.isfinite(numbers)) or max(abs(n) for n in numbers) > _LARGEST_MM:
+        raise InputError(f"{item.path}: {keyword} {numbers} is not a list of finite millimetre values")
     return numbers

@@ -11,13 +11,21 @@ Accepted: grey (H, W) and RGB (H, W, 3), 8- or 16-bit. Documented conversions:
 * JPEG EXIF orientation is applied, so arrays are "as displayed".
 
 TIFF goes through tifffile because Pillow cannot open the CVC-ClinicDB frames (3 samples tagged
-BlackIsZero). Everything else odd (more than 3 colour channels, multi-page files, float or
-signed pixels, 16-bit RGB PNG, which Pillow silently reduces to 8 bits) is refused.
+BlackIsZero). Everything else odd (more than 3 colour channels, float or signed pixels, 16-bit
+RGB PNG, which Pillow silently reduces to 8 bits) is refused, and so are files of several frames:
+animated GIF/PNG and multi-page TIFF ("N frames; ..."), since segmenting the first frame alone
+would be a silent choice (a multi-picture JPEG, MPO, is the exception: its first frame is the
+photograph, the others previews or depth maps). The width x height from the header is checked
+before decoding against the pixel limit: :func:`~braunet.io._common.max_voxels` or Pillow's
+``Image.MAX_IMAGE_PIXELS``, whichever is smaller (Pillow's decompression-bomb guard), so a small
+compressed file cannot decode into gigabytes.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 from os import PathLike
 from pathlib import Path
 
@@ -26,7 +34,7 @@ import tifffile
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from braunet.errors import InputError
-from braunet.io._common import PARSE_ERRORS, existing_file, first_line
+from braunet.io._common import PARSE_ERRORS, check_budget, existing_file, first_line, max_voxels, quiet_libraries
 from braunet.io.formats import IMAGE_SUFFIXES, TIFF
 from braunet.io.volume import Volume
 
@@ -61,9 +69,26 @@ def read_image_2d(path: str | PathLike) -> Volume:
     return Volume(array=array, affine=_IDENTITY, source=path, modality="RGB" if array.ndim == 3 else "grey", is_2d=True)
 
 
+def max_pixels() -> int:
+    """The most pixels (width x height) a 2-D image may have: the smaller of the voxel budget and Pillow's."""
+    pillow = Image.MAX_IMAGE_PIXELS
+    return min(max_voxels(), int(pillow)) if pillow else max_voxels()
+
+
+def _refuse_frames(path: Path, frames: int, kind: str) -> None:
+    if frames > 1:
+        raise InputError(
+            f"{path}: {frames} frames ({kind}); expected one still image (a single page): save the frame you want on its own"
+        )
+
+
 def _read_pillow(path: Path) -> np.ndarray:
     try:
-        with Image.open(path) as image:
+        with quiet_libraries(), Image.open(path) as image:
+            width, height = image.size
+            check_budget(path, (height, width), np.dtype(np.uint8), max_pixels(), what="pixels")
+            if image.format != "MPO":  # reason: an MPO's first frame is the photograph, the rest previews
+                _refuse_frames(path, int(getattr(image, "n_frames", 1)), f"an animated {image.format}")
             image.load()  # reason: Pillow decodes lazily; truncation only shows here
             if image.format == "PNG":
                 _refuse_16_bit_colour_png(path)
@@ -112,15 +137,24 @@ def _pillow_to_array(path: Path, image: Image.Image) -> np.ndarray:
 
 def _read_tiff(path: Path) -> np.ndarray:
     try:
-        with tifffile.TiffFile(path) as tiff:
+        with quiet_libraries(), tifffile.TiffFile(path) as tiff:
             if not tiff.pages or not tiff.series:
                 raise InputError(f"{path}: TIFF without a readable image (truncated?)")
+            series = tiff.series[0]
+            # reason: reduced-resolution pages are previews of the image, not frames
+            if any(not page.is_reduced for page in itertools.islice(tiff.pages, 1, None)):
+                _refuse_frames(path, len(tiff.pages), "a multi-page TIFF")
+            yx = tuple(int(n) for n, axis in zip(series.shape, series.axes, strict=True) if axis in "YX")
+            check_budget(path, yx, series.dtype, max_pixels(), what="pixels")
+            if math.prod(series.shape) > math.prod(yx) * 4:  # reason: more than RGBA in one page is not an image
+                raise InputError(
+                    f"{path}: TIFF with axes {series.axes!r} and shape {series.shape}; expected one 2-D image (a single page)"
+                )
             file_size = tiff.filehandle.size
             for page in tiff.pages:
                 ends = [offset + count for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True)]
                 if ends and max(ends) > file_size:
                     raise InputError(f"{path}: truncated TIFF (image data runs past the end of the file)")
-            series = tiff.series[0]
             first_page = tiff.pages[0]
             axes, array = series.axes, series.asarray()
             photometric, extra = first_page.photometric, tuple(first_page.extrasamples)
@@ -193,12 +227,13 @@ def read_2d_class_names(path: str | PathLike) -> dict[int, str] | None:
     """The class names :func:`~braunet.io.write_labels` stored in a PNG or TIFF, if any."""
     path = Path(path)
     try:
-        if TIFF.matches(path):
-            with tifffile.TiffFile(path) as tiff:
-                text = tiff.pages[0].description
-        else:
-            with Image.open(path) as image:
-                text = image.info.get(_CLASS_NAMES_KEY)
+        with quiet_libraries():
+            if TIFF.matches(path):
+                with tifffile.TiffFile(path) as tiff:
+                    text = tiff.pages[0].description
+            else:
+                with Image.open(path) as image:
+                    text = image.info.get(_CLASS_NAMES_KEY)
     except _HEADER_ERRORS as error:
         raise InputError(f"{path}: unreadable image ({first_line(error)})") from error
     try:

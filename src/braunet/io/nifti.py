@@ -3,6 +3,14 @@
 Geometry is whatever nibabel's ``img.affine`` picks (sform if its code is set, else qform, else
 the pixdim fallback). Writers keep that geometry bit for bit by copying the source header's
 qform/sform fields when they still describe ``Volume.affine``.
+
+Header problems that nibabel fixes or resolves on its own each get one
+:class:`~braunet.errors.InputWarning` naming the file (and no nibabel log line): no qform or
+sform (orientation guessed), zero or negative voxel sizes where they make the affine (1 mm or
+their absolute value assumed), a sheared affine, and qform and sform that disagree (the sform
+wins). Before any voxel is read, the size the header claims is checked against the file (an
+uncompressed file must hold it; gzip cannot compress more than 1032 : 1) and against
+:func:`~braunet.io._common.max_voxels`.
 """
 
 from __future__ import annotations
@@ -16,10 +24,20 @@ import nibabel as nib
 import numpy as np
 from nibabel.arrayproxy import ArrayProxy
 from nibabel.filebasedimages import ImageFileError
+from nibabel.openers import ImageOpener
 from nibabel.spatialimages import HeaderDataError
 
 from braunet.errors import InputError
-from braunet.io._common import PARSE_ERRORS, existing_file, first_line, require_finite, rescale
+from braunet.io._common import (
+    PARSE_ERRORS,
+    check_budget,
+    existing_file,
+    first_line,
+    quiet_libraries,
+    require_affine,
+    rescale,
+    warn,
+)
 from braunet.io.formats import NIFTI
 from braunet.io.volume import Volume
 
@@ -35,6 +53,8 @@ _GEOMETRY_FIELDS = (
 _SCANNER_CODE = 1  # NIFTI_XFORM_SCANNER_ANAT: coordinates from the scanner (DICOM-derived)
 _COMMENT_ECODE = 6  # NIFTI_ECODE_COMMENT: a free-text header extension, ignored by other tools
 _CLASS_NAMES_KEY = "braunet_class_names"
+_DEFLATE_MAX_RATIO = 1032  # deflate's best case (long runs of one byte); gzip cannot beat it
+_SHEAR_COSINE = 1e-3  # |cos| between voxel axes above this (0.06 degrees off 90) is a shear
 
 
 def is_nifti_path(path: Path) -> bool:
@@ -54,14 +74,22 @@ def read_nifti(path: str | PathLike) -> Volume:
     Raises:
         InputError: ``"PATH: problem"`` for a missing, empty, non-NIfTI, truncated or corrupt
             file, a 2-D or true 4-D image (a trailing axis of size 1 is squeezed), a data type
-            that is not a plain number, NaN/Inf voxels or a singular affine.
+            that is not a plain number, a header claiming more data than the file holds or than
+            :func:`~braunet.io._common.max_voxels` allows, NaN/Inf voxels, values beyond float32,
+            or a singular affine.
+
+    Warns:
+        InputWarning: for each geometry assumption listed in the module docstring.
     """
     path = existing_file(Path(path).expanduser(), "NIfTI")
     try:
-        img = nib.load(path, mmap=False)
+        with quiet_libraries():
+            img = nib.load(path, mmap=False)
+            # reason: nibabel repairs pixdim while loading; the header as stored says what was assumed
+            stored = _stored_header(path, img) if isinstance(img, nib.Nifti1Image) else None
     except _LOAD_ERRORS as error:
         raise InputError(f"{path}: not a readable NIfTI file ({first_line(error)})") from error
-    if not isinstance(img, nib.Nifti1Image):  # reason: Nifti2Image is a subclass
+    if not isinstance(img, nib.Nifti1Image) or stored is None:  # reason: Nifti2Image is a subclass
         raise InputError(f"{path}: not a NIfTI image (nibabel read it as {type(img).__name__})")
 
     shape = tuple(int(n) for n in img.shape)
@@ -77,23 +105,94 @@ def read_nifti(path: str | PathLike) -> Volume:
     if dtype.kind not in "biuf":
         raise InputError(f"{path}: voxel type {dtype} is not supported (expected integers or floats)")
 
+    _check_claimed_size(path, stored, shape, dtype)
+
+    affine = np.asarray(img.affine, dtype=np.float64)
+    require_affine(affine, path)
+
     proxy = cast(ArrayProxy, img.dataobj)  # reason: a loaded file's dataobj is a proxy; nibabel types it ArrayLike
     try:
         # reason: nibabel reads lazily, so truncated or corrupt data only fails here
-        raw = np.asanyarray(proxy.get_unscaled())
+        with quiet_libraries():
+            raw = np.asanyarray(proxy.get_unscaled())
     except PARSE_ERRORS as error:
         raise InputError(f"{path}: truncated or corrupt NIfTI data ({first_line(error)})") from error
     raw = raw.reshape(shape[:3])  # reason: squeeze trailing axes of size 1 (a 4-D file with one time point)
-    array = rescale(raw, proxy.slope, proxy.inter)
-    if array.dtype.kind == "f" and array.dtype != np.float32:
-        array = array.astype(np.float32)  # reason: float16/float64 storage; the model works in float32
-    require_finite(array, path)
-
-    affine = np.asarray(img.affine, dtype=np.float64)
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise InputError(f"{path}: voxel-to-world affine is not invertible (zero or missing voxel size?)")
+    # float16/float64 storage becomes float32 here (the model works in float32); values beyond it are refused
+    array = rescale(raw, proxy.slope, proxy.inter, path)
+    try:
+        problems = _geometry_problems(img, stored, affine)
+    except PARSE_ERRORS as error:  # reason: get_qform decodes the quaternion, which can be invalid
+        raise InputError(f"{path}: unusable qform ({first_line(error)})") from error
+    for problem in problems:
+        warn(path, problem)
     return Volume(array=np.ascontiguousarray(array), affine=affine, source=path, modality="unknown",
                   is_2d=False, header=img.header)  # fmt: skip
+
+
+def _stored_header(path: Path, img: nib.Nifti1Image) -> nib.Nifti1Header:
+    """The header exactly as stored: ``img.header`` has nibabel's repairs (pixdim 0 -> 1) applied."""
+    with ImageOpener(str(path)) as stream:
+        return type(img.header).from_fileobj(stream, check=False)
+
+
+def _check_claimed_size(path: Path, stored: nib.Nifti1Header, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Refuse a header that claims more voxel data than the file can hold, or than memory allows.
+
+    A 180-byte ``.nii.gz`` whose header says 12.8 GB must fail here, not after nibabel allocated it.
+    """
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    offset = int(stored.get_data_offset())  # reason: img.header has it reset to 0
+    size = path.stat().st_size
+    if path.name.lower().endswith(".gz"):
+        if claimed + offset > _DEFLATE_MAX_RATIO * size:
+            raise InputError(
+                f"{path}: truncated or corrupt NIfTI data (the header claims {claimed:,} bytes of voxels; "
+                f"a {size:,}-byte gzip file holds at most {_DEFLATE_MAX_RATIO} times that)"
+            )
+    elif claimed + offset > size:
+        raise InputError(
+            f"{path}: truncated or corrupt NIfTI data (the header claims {claimed:,} bytes of voxels from byte "
+            f"{offset}; the file has {size:,} bytes)"
+        )
+    check_budget(path, shape, dtype)
+
+
+def _geometry_problems(img: nib.Nifti1Image, stored: nib.Nifti1Header, affine: np.ndarray) -> list[str]:
+    """One sentence for each thing nibabel assumed or resolved silently to make ``affine``."""
+    problems = []
+    qform_code, sform_code = int(stored["qform_code"]), int(stored["sform_code"])
+    codes = "".join(nib.aff2axcodes(affine))
+    if qform_code == 0 and sform_code == 0:
+        problems.append(f"no qform or sform (both codes 0), so the orientation is not recorded; assumed {codes} "
+                        "from the voxel sizes, as nibabel does: left and right may be swapped")  # fmt: skip
+    if sform_code == 0:  # reason: the pixdim voxel sizes make the affine only without an sform
+        pixdim = np.asarray(stored["pixdim"][1:4], dtype=np.float64)
+        if not np.all(np.isfinite(pixdim)) or np.any(pixdim == 0):
+            problems.append(f"voxel size pixdim {pixdim.tolist()} has zero or missing values; assumed 1 mm there")
+        elif np.any(pixdim < 0):
+            problems.append(f"negative voxel sizes pixdim {pixdim.tolist()}; used their absolute values")
+    columns = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    cosines = np.abs(columns.T @ columns - np.eye(3))
+    if cosines.max() > _SHEAR_COSINE:
+        degrees = float(np.degrees(np.arcsin(min(1.0, cosines.max()))))
+        problems.append(f"the affine is sheared (voxel axes {degrees:.2f} degrees off square; gantry tilt?): slices "
+                        "are segmented on the voxel grid, and distances treat the axes as orthogonal")  # fmt: skip
+    if qform_code > 0 and sform_code > 0:
+        header = img.header
+        apart = _largest_distance(header.get_qform(), header.get_sform(), img.shape[:3])
+        smallest = float(np.linalg.norm(affine[:3, :3], axis=0).min())
+        if apart > 0.5 * smallest:
+            qcodes = "".join(nib.aff2axcodes(header.get_qform()))
+            problems.append(f"qform ({qcodes}) and sform ({codes}) disagree by up to {apart:.1f} mm over the volume; "
+                            "used the sform, as the NIfTI standard's readers do")  # fmt: skip
+    return problems
+
+
+def _largest_distance(first: np.ndarray, second: np.ndarray, shape: tuple[int, ...]) -> float:
+    """The largest distance in mm between where two affines put the volume's corner voxels."""
+    corners = np.array([[i, j, k, 1] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
+    return float(np.linalg.norm((corners @ first.T - corners @ second.T)[:, :3], axis=1).max())
 
 
 def nifti_image(array: np.ndarray, like: Volume, *, class_names: dict[int, str] | None = None) -> nib.Nifti1Image:
@@ -128,7 +227,8 @@ def read_nifti_class_names(path: str | PathLike) -> dict[int, str] | None:
     """The class names :func:`~braunet.io.write_labels` stored in a NIfTI file, if any (header only)."""
     path = existing_file(Path(path).expanduser(), "NIfTI")
     try:
-        header = nib.load(path).header
+        with quiet_libraries():
+            header = nib.load(path).header
     except _LOAD_ERRORS as error:
         raise InputError(f"{path}: not a readable NIfTI file ({first_line(error)})") from error
     if not isinstance(header, nib.Nifti1Header):
