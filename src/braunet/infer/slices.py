@@ -9,7 +9,8 @@ logits (B, K, S, S). The runner
   compute device, so only the compact raw dtype crosses to a GPU);
 * runs the network in batches under ``torch.inference_mode`` (eval mode, restored afterwards),
   with autocast on GPUs when asked; after a CUDA out-of-memory error it halves the batch for good;
-* decodes logits with :func:`decode_labels` (the one place the binary and multi-class rules live);
+* decodes logits with :func:`decode_labels` (the one place the binary and multi-class rules live),
+  or gives their class probabilities (:meth:`SliceRunner.probabilities`) to uncertainty measures;
 * resizes labels (and confidence) back to the slice grid with nearest neighbours, with the
   recipe's pixel convention.
 
@@ -36,6 +37,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -173,6 +175,19 @@ class SliceRunner:
                              f"(B, {self.num_classes}, H, W)")  # fmt: skip
         return logits
 
+    def probabilities(self, x: Tensor) -> Tensor:
+        """Network input (B, C, S, S) -> float32 class probabilities (B, max(K, 2), S, S) on the device.
+
+        The softmax of K >= 2 logits; a binary model (K == 1) gives ``(1 - p, p)`` with
+        ``p = sigmoid(z)``, so uncertainty measures see every model as a distribution over classes.
+        """
+        logits = self.logits(x)
+        with torch.inference_mode():
+            if logits.shape[1] == 1:
+                foreground = torch.sigmoid(logits)
+                return torch.cat([1 - foreground, foreground], dim=1)
+            return torch.softmax(logits, dim=1)
+
     def _decode(self, logits: Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """Logits -> labels (B, S, S) in ``label_dtype`` and float32 confidence (B, S, S) or None, on the CPU."""
         small = torch.uint8 if self.label_dtype is np.uint8 else torch.int32  # reason: copy compact labels off a GPU
@@ -206,13 +221,16 @@ class SliceRunner:
         progress: Progress | None = None,
         should_stop: StopCheck | None = None,
         what: str = "prediction",
+        probabilities: bool = False,
     ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray | None]]:
         """Slices ``indices`` in batches of ``batch_size``: yields ``(batch, labels, confidence)``.
 
         ``read(batch)`` gives the raw slices (B, H, W[, 3]) of a batch (or, with ``prepared``, the
         network input (B, C, S, S), and labels stay at the model size); the next batch is read in a
         background thread while the network runs on this one. ``progress(done, total)`` counts
-        slices, first with done = 0.
+        slices, first with done = 0. With ``probabilities``, each batch yields
+        ``(batch, probabilities, None)`` instead: float32 (B, max(K, 2), S, S) at the model size
+        (:meth:`probabilities`), for measures that need the whole distribution.
 
         Raises:
             Cancelled: ``should_stop`` (a callable or a ``threading.Event``) was set before a batch;
@@ -222,6 +240,8 @@ class SliceRunner:
         batches = [indices[k : k + self.batch_size] for k in range(0, len(indices), self.batch_size)]
         stop = stop_check(should_stop)
         step: Callable[[Any], _Result] = self.predict_prepared if prepared else self.__call__
+        if probabilities:
+            step = partial(self._probabilities_of, prepared=prepared)
         total, done = len(indices), 0
         if progress:
             progress(0, total)
@@ -243,6 +263,14 @@ class SliceRunner:
                 yield batch, labels, conf
                 if progress:
                     progress(done, total)
+
+    def _probabilities_of(self, items: _Batch, prepared: bool) -> _Result:
+        """Raw slices (or prepared inputs) -> float32 probabilities (B, max(K, 2), S, S) on the CPU, and None."""
+
+        def work(part: _Batch) -> _Result:
+            return self.probabilities(torch.as_tensor(part) if prepared else self.prepare(part)).cpu().numpy(), None
+
+        return self._batched(items, work)
 
     def _batched(self, items: _Batch, work: Callable[[_Batch], _Result]) -> _Result:
         """``work`` over ``items`` in chunks of the batch size, the parts concatenated."""
