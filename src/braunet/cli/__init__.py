@@ -18,7 +18,7 @@ from braunet.errors import BraunetError
 __all__ = ["main"]
 
 # Order is the order shown by ``braunet --help``.
-SUBCOMMANDS = ("demo", "predict", "models", "convert", "train", "finetune", "evaluate")
+SUBCOMMANDS = ("demo", "predict", "models", "convert", "train", "suggest", "finetune", "evaluate")
 
 
 def _build_parser() -> argparse.ArgumentParser:
