@@ -41,6 +41,7 @@ from braunet.napari._jobs import Job
 from braunet.napari._loss_curve import LossCurve
 from braunet.napari._segment import PREDICTION_KEY
 from braunet.napari._store import ModelStore
+from braunet.napari._suggest import SuggestWidget
 from braunet.napari._widget_tools import connect_while_alive, layer_combo, wrap_labels
 
 __all__ = ["FinetuneWidget", "edited_slices"]
@@ -100,6 +101,7 @@ class FinetuneWidget(Container):
         self.holdback = FloatSpinBox(label="hold back", min=0.1, max=0.9, step=0.05, value=0.25,
                                      tooltip="share of the edited slices kept out of training to measure Dice")
         self.device = ComboBox(label="device", choices=list(DEVICE_CHOICES), value="auto")
+        self.suggestions = SuggestWidget(napari_viewer, self.store, self.image, self.device)  # what to correct next
         self.train_button = PushButton(text="Train")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", min=0, max=100, value=0)
@@ -117,6 +119,7 @@ class FinetuneWidget(Container):
             self.device, row(self.train_button, self.cancel_button), self.progress, self.dice,
             row(self.accept_button, self.rollback_button, self.save_button), self.versions_root, self.status,
         ])  # fmt: skip
+        self.insert(self.index(self.slices), self.suggestions)
         self.loss_curve = LossCurve(label="loss")
         row_of_progress = self.progress.native
         while row_of_progress.parentWidget() is not None and row_of_progress.parentWidget() is not self.native:
