@@ -27,7 +27,7 @@ from braunet.errors import BraunetError, InputWarning
 __all__ = ["Terminated", "main"]
 
 # Order is the order shown by ``braunet --help``.
-SUBCOMMANDS = ("demo", "predict", "models", "convert", "train", "finetune", "evaluate")
+SUBCOMMANDS = ("demo", "predict", "models", "convert", "train", "suggest", "finetune", "evaluate")
 
 
 def _build_parser() -> argparse.ArgumentParser:

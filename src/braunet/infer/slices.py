@@ -9,7 +9,8 @@ logits (B, K, S, S). The runner
   compute device, so only the compact raw dtype crosses to a GPU);
 * runs the network in batches under ``torch.inference_mode`` (eval mode, restored afterwards),
   with autocast on GPUs when asked; after a CUDA out-of-memory error it halves the batch for good;
-* decodes logits with :func:`decode_labels` (the one place the binary and multi-class rules live);
+* decodes logits with :func:`decode_labels` (the one place the binary and multi-class rules live),
+  or gives their class probabilities (:meth:`SliceRunner.probabilities`) to uncertainty measures;
 * resizes labels (and confidence) back to the slice grid with nearest neighbours, with the
   recipe's pixel convention; a fixed-spacing recipe (``spacing_mm``) instead resamples the logits
   onto the slice grid and decodes them there (:func:`braunet.infer.preprocess.restore_logits`), so
@@ -38,6 +39,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -178,6 +180,19 @@ class SliceRunner:
                              f"(B, {self.num_classes}, H, W)")  # fmt: skip
         return logits
 
+    def probabilities(self, x: Tensor) -> Tensor:
+        """Network input (B, C, S, S) -> float32 class probabilities (B, max(K, 2), S, S) on the device.
+
+        The softmax of K >= 2 logits; a binary model (K == 1) gives ``(1 - p, p)`` with
+        ``p = sigmoid(z)``, so uncertainty measures see every model as a distribution over classes.
+        """
+        logits = self.logits(x)
+        with torch.inference_mode():
+            if logits.shape[1] == 1:
+                foreground = torch.sigmoid(logits)
+                return torch.cat([1 - foreground, foreground], dim=1)
+            return torch.softmax(logits, dim=1)
+
     def _decode(self, logits: Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """Logits -> labels (B, S, S) in ``label_dtype`` and float32 confidence (B, S, S) or None, on the CPU."""
         small = torch.uint8 if self.label_dtype is np.uint8 else torch.int32  # reason: copy compact labels off a GPU
@@ -233,6 +248,7 @@ class SliceRunner:
         progress: Progress | None = None,
         should_stop: StopCheck | None = None,
         what: str = "prediction",
+        probabilities: bool = False,
     ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray | None]]:
         """Slices ``indices`` in batches of ``batch_size``: yields ``(batch, labels, confidence)``.
 
@@ -241,6 +257,9 @@ class SliceRunner:
         background thread while the network runs on this one. ``spacing`` is the slices' pixel size
         (rows, cols) in mm (one for the whole run: the slices of one volume), for a ``spacing_mm``
         recipe. ``progress(done, total)`` counts slices, first with done = 0.
+        With ``probabilities``, each batch yields ``(batch, probabilities, None)`` instead: float32
+        (B, max(K, 2), S, S) at the model size (:meth:`probabilities`), for measures that need the
+        whole distribution.
 
         Raises:
             Cancelled: ``should_stop`` (a callable or a ``threading.Event``) was set before a batch;
@@ -252,6 +271,8 @@ class SliceRunner:
         step: Callable[[Any], _Result] = (
             self.predict_prepared if prepared else lambda raw: self.__call__(raw, spacing)
         )
+        if probabilities:
+            step = partial(self._probabilities_of, prepared=prepared, spacing=spacing)
         total, done = len(indices), 0
         if progress:
             progress(0, total)
@@ -273,6 +294,15 @@ class SliceRunner:
                 yield batch, labels, conf
                 if progress:
                     progress(done, total)
+
+    def _probabilities_of(self, items: _Batch, prepared: bool, spacing: Spacing | None = None) -> _Result:
+        """Raw slices (or prepared inputs) -> float32 probabilities (B, max(K, 2), S, S) on the CPU, and None."""
+
+        def work(part: _Batch) -> _Result:
+            x = torch.as_tensor(part) if prepared else self.prepare(part, spacing)
+            return self.probabilities(x).cpu().numpy(), None
+
+        return self._batched(items, work)
 
     def _batched(
         self, items: _Batch, work: Callable[[_Batch], _Result], shape: tuple[int, int] | None = None

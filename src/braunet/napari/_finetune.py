@@ -48,6 +48,7 @@ from braunet.napari._jobs import Job
 from braunet.napari._layers import EDITS_KEY, EditRecord
 from braunet.napari._loss_curve import LossCurve
 from braunet.napari._store import ModelStore
+from braunet.napari._suggest import SuggestWidget
 from braunet.napari._widget_tools import (
     add_native,
     collapsible,
@@ -118,6 +119,7 @@ class FinetuneWidget(Container):
         self.holdback = FloatSpinBox(label="hold back", min=0.1, max=0.9, step=0.05, value=0.25,
                                      tooltip="share of the edited slices kept out of training to measure Dice")
         self.device = ComboBox(label="device", choices=list(DEVICE_CHOICES), value="auto")
+        self.suggestions = SuggestWidget(napari_viewer, self.store, self.image, self.device)  # what to correct next
         self.train_button = PushButton(text="Train")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", min=0, max=100, value=0)
@@ -128,18 +130,18 @@ class FinetuneWidget(Container):
         self.versions_root = FileEdit(label="versions folder", mode="d", value=str(library_dir()),
                                       tooltip="the model library (where --model NAME@N looks) unless changed")
         self.status = Label(value="")
-        # The place for a list of slices worth correcting next (braunet suggest); empty and hidden until filled.
-        self.suggestions_slot = Container(labels=False, visible=False)
         row = lambda *ws: Container(widgets=list(ws), layout="horizontal", labels=False)  # noqa: E731
         super().__init__(widgets=[
-            self.image, self.corrected, self.model, self.slices, self.selected_count, self.suggestions_slot,
+            self.image, self.corrected, self.model, self.slices, self.selected_count,
             row(self.train_button, self.cancel_button), self.progress, self.dice,
             row(self.accept_button, self.rollback_button, self.save_button), self.status,
         ])  # fmt: skip
-        # Rarely changed options fold away: the three docks must fit a 1000 px tall window.
+        # What to correct next, and rarely changed options, fold away: the three docks must fit 1000 px.
+        self.suggest_section = collapsible("Suggest slices to correct", self.suggestions)
+        add_native(self, self.suggest_section, after=self.model)
         self.training_options = collapsible("Training options", self.time_budget, self.max_steps, self.mode, self.holdback,
                                    self.device, self.versions_root)  # fmt: skip
-        add_native(self, self.training_options, after=self.suggestions_slot)
+        add_native(self, self.training_options, after=self.selected_count)
         self.loss_curve = LossCurve(label="loss")
         add_native(self, self.loss_curve, after=self.progress)
         self.class_table = _class_table()
