@@ -74,3 +74,19 @@ def test_msd_spleen_slices_are_mirrored_back_and_a_mirrored_label_is_refused(sha
     Image.fromarray(np.ascontiguousarray(mirrored)).save(tmp_path / f"{name}_label.png")
     with pytest.raises(InputError, match="mirrored"):
         load_windowed_pairs([(tmp_path / f"{name}.png", tmp_path / f"{name}_label.png")], MSD_SPLEEN_SLICES)
+
+
+def test_volume_pair_refuses_an_mr_series(shared_data, tmp_path):
+    """Training and fine-tuning read volumes through load_volume_pair: a series tagged MR is refused
+    there (HU windows mean nothing for MR), as braunet predict refuses it."""
+    import pydicom
+
+    folder = tmp_path / "mr_series"
+    folder.mkdir()
+    for source in sorted((shared_data / "dcmqi_ct" / "ct_dicom").iterdir()):
+        dataset = pydicom.dcmread(source)
+        dataset.Modality = "MR"
+        dataset.save_as(folder / source.name)
+    label = shared_data / "dcmqi_ct" / "case03_label_synapse8.nii.gz"
+    with pytest.raises(InputError, match=r"modality MR, not CT; the volume models train and fine-tune on CT"):
+        load_volume_pair(folder, label, num_classes=9)

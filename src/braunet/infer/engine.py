@@ -36,7 +36,10 @@ from braunet.model import ModelCard
 if TYPE_CHECKING:
     from braunet.io import Volume
 
-__all__ = ["MIN_SIZE", "Prediction", "check_input", "check_input_kind", "predict", "predict_image", "predict_volume"]
+__all__ = [
+    "MIN_SIZE", "Prediction", "check_ct_modality", "check_input", "check_input_kind", "predict", "predict_image",
+    "predict_volume",
+]  # fmt: skip
 
 MIN_SIZE = 16  # smallest slice/image side accepted, in pixels: below it there is nothing to segment
 # what a CT recipe accepts: CT, or a volume whose file does not say (NIfTI, a DICOM series without a Modality tag)
@@ -189,6 +192,19 @@ def check_input_kind(card: ModelCard, is_2d: bool, source: str) -> None:
         raise InputError(f"{source}: model {card.name!r} segments 2-D RGB images, but this is a 3-D volume")
 
 
+def check_ct_modality(volume: Volume, who: str) -> None:
+    """Refuse a volume whose modality is known and not CT (an MR series, say): HU windows mean nothing there.
+
+    ``who`` completes the message: ``"SOURCE: modality MR, not CT; {who} CT in Hounsfield units ..."``.
+
+    Raises:
+        InputError: naming ``volume.source``.
+    """
+    if volume.modality.upper() not in _CT_MODALITIES:
+        raise InputError(f"{_source(volume)}: modality {volume.modality}, not CT; {who} CT in Hounsfield units, "
+                         f"a scale {volume.modality} intensities do not have")  # fmt: skip
+
+
 def check_input(card: ModelCard, volume: Volume) -> None:
     """Refuse, before any work, what :func:`predict` would refuse: wrong kind, shape, pixels or size.
 
@@ -205,9 +221,7 @@ def check_input(card: ModelCard, volume: Volume) -> None:
     if volume.is_2d:
         _check_rgb_image(array, source)
         return
-    if volume.modality.upper() not in _CT_MODALITIES:
-        raise InputError(f"{source}: modality {volume.modality}, not CT; model {card.name!r} segments CT in Hounsfield "
-                         f"units, a scale {volume.modality} intensities do not have")  # fmt: skip
+    check_ct_modality(volume, f"model {card.name!r} segments")
     if array.ndim != 3:
         raise InputError(f"{source}: expected a 3-D volume, got an array of shape {array.shape}")
     _check_finite(array, source)

@@ -192,12 +192,14 @@ def load_volume_pair(
             :class:`SliceSet`); None means every class of the model was annotated.
         group: split group (default: the image file's stem).
     """
+    from braunet.infer.engine import check_ct_modality
     from braunet.infer.views import to_view, view_spacing
 
     image_path, label_path = Path(image_path), Path(label_path)
     image, label = read_image(image_path), read_image(label_path)
     if image.is_2d or image.array.ndim != 3:
         raise InputError(f"{image_path}: expected a 3-D volume, got shape {image.array.shape}")
+    check_ct_modality(image, "the volume models train and fine-tune on")
     on_grid = label_on_image_grid(image, label, image_path, label_path)  # exactly, or refused
     image_ras, reorientation = to_canonical(image)
     label_ras = reorientation.apply(on_grid)
