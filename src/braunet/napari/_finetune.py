@@ -40,7 +40,8 @@ from magicgui.widgets import (
     Select,
     SpinBox,
 )  # fmt: skip
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import QHBoxLayout, QWidget
 
 from braunet.infer.views import convert_view
 from braunet.napari._geometry import METADATA_KEY
@@ -119,7 +120,6 @@ class FinetuneWidget(Container):
         self.holdback = FloatSpinBox(label="hold back", min=0.1, max=0.9, step=0.05, value=0.25,
                                      tooltip="share of the edited slices kept out of training to measure Dice")
         self.device = ComboBox(label="device", choices=list(DEVICE_CHOICES), value="auto")
-        self.suggestions = SuggestWidget(napari_viewer, self.store, self.image, self.device)  # what to correct next
         self.train_button = PushButton(text="Train")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", min=0, max=100, value=0)
@@ -136,12 +136,18 @@ class FinetuneWidget(Container):
             row(self.train_button, self.cancel_button), self.progress, self.dice,
             row(self.accept_button, self.rollback_button, self.save_button), self.status,
         ])  # fmt: skip
-        # What to correct next, and rarely changed options, fold away: the three docks must fit 1000 px.
-        self.suggest_section = collapsible("Suggest slices to correct", self.suggestions)
-        add_native(self, self.suggest_section, after=self.model)
+        # What to correct next and the rarely changed options fold away, side by side: the three docks
+        # must fit a 1000 px tall window.
+        self.suggestions = SuggestWidget(napari_viewer, self.store, self.image, self.device, self.model)
+        self.suggest_section = collapsible("Suggest slices", self.suggestions)
         self.training_options = collapsible("Training options", self.time_budget, self.max_steps, self.mode, self.holdback,
-                                   self.device, self.versions_root)  # fmt: skip
-        add_native(self, self.training_options, after=self.selected_count)
+                                            self.device, self.versions_root)  # fmt: skip
+        folds = QWidget()
+        folds_layout = QHBoxLayout(folds)
+        folds_layout.setContentsMargins(0, 0, 0, 0)
+        folds_layout.addWidget(self.suggest_section, 0, Qt.AlignmentFlag.AlignTop)
+        folds_layout.addWidget(self.training_options, 0, Qt.AlignmentFlag.AlignTop)
+        add_native(self, folds, after=self.selected_count)
         self.loss_curve = LossCurve(label="loss")
         add_native(self, self.loss_curve, after=self.progress)
         self.class_table = _class_table()

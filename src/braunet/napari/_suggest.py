@@ -28,14 +28,18 @@ class SuggestWidget(Container):
 
     Args:
         napari_viewer: the viewer whose dims a click moves.
-        store: the viewer's model store (its current model is ranked with).
+        store: the viewer's model store.
+        model: the combo box holding the model to rank with (the Fine-tune widget's own choice).
         image: the combo box holding the image layer to rank (the Fine-tune widget's).
         device: the combo box holding the device ("auto", "cpu", ...).
     """
 
-    def __init__(self, napari_viewer: Any, store: ModelStore, image: ComboBox, device: ComboBox) -> None:
+    def __init__(
+        self, napari_viewer: Any, store: ModelStore, image: ComboBox, device: ComboBox, model: ComboBox
+    ) -> None:
         self.viewer = napari_viewer
         self.store = store
+        self.model = model
         self.image = image
         self.device = device
         self.job: Job | None = None
@@ -62,9 +66,9 @@ class SuggestWidget(Container):
 
         if self.job is not None and self.job.running:
             return self.job
-        layer, key = self.image.value, self.store.current
+        layer, key = self.image.value, self.model.value
         if layer is None or not key:
-            self.status.value = "Choose an image layer and a model (Segment widget) first."
+            self.status.value = "Choose an image layer and a model first."
             return None
         data = np.asarray(layer.data)
         three_d = not layer.rgb and data.ndim == 3

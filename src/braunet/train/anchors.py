@@ -58,7 +58,8 @@ def load_anchors(path: str | os.PathLike) -> SliceSet:
         with np.load(path, allow_pickle=False) as data:
             count = sum(1 for key in data.files if key.startswith("image_"))
             images = [data[f"image_{i}"] for i in range(count)]
-            labels = [data[f"label_{i}"].astype(np.int64) for i in range(count)]
+            # reason: integer ids of any width become int64; anything else reaches from_arrays and is refused there
+            labels = [_as_int64(data[f"label_{i}"]) for i in range(count)]
             spacing = [tuple(data[f"spacing_{i}"]) if f"spacing_{i}" in data.files else (1.0, 1.0) for i in range(count)]
         if not count:
             raise ValueError("no image_<i> arrays")
@@ -69,3 +70,7 @@ def load_anchors(path: str | os.PathLike) -> SliceSet:
             raise CheckpointError(f"{path}: no such anchor set") from None
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path}: unreadable anchor set ({detail})") from None
+
+
+def _as_int64(label: np.ndarray) -> np.ndarray:
+    return label.astype(np.int64) if np.issubdtype(label.dtype, np.integer) else label
