@@ -191,6 +191,8 @@ def preprocess_slices(
         float32 (B, 1, S, S) for CT or (B, 3, S, S) for RGB.
     """
     recipe = parse_preprocessing(spec)
+    if isinstance(slices, np.ndarray) and not slices.flags.writeable:
+        slices = slices.copy()  # reason: torch warns on read-only arrays (memory-mapped or broadcast inputs)
     x = torch.as_tensor(slices)
     if device is not None:
         x = x.to(device, non_blocking=True)  # reason: copy the compact raw dtype, convert on the device
