@@ -36,18 +36,13 @@ if TYPE_CHECKING:  # reason: the CLI imports numpy and the library lazily, so `b
     from braunet.io import Volume
     from braunet.model import ModelCard
 
+from braunet.cli._args import positive_int
+
 __all__ = ["add_parser", "run"]
 
 # Output suffixes by kind of input, the default first (the subset of braunet.io.FORMATS predict writes).
 _VOLUME_SUFFIXES = (".nii.gz", ".nii")
 _IMAGE_SUFFIXES = (".png",)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -65,7 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
              "(default: ct-abdomen-8 for volumes, polyp for 2-D images)",
     )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
-    parser.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="slices per batch (default 8)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="slices per batch (default 8)")
     parser.add_argument("--confidence", metavar="PATH", help="also write the per-voxel confidence map here")
     parser.add_argument(
         "--dicom-seg", metavar="OUT.dcm",

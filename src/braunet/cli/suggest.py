@@ -15,16 +15,11 @@ import json
 import sys
 from pathlib import Path
 
+from braunet.cli._args import positive_int
+
 __all__ = ["add_parser", "run"]
 
 MEASURES = ("entropy", "margin")  # braunet.infer.uncertainty.MEASURES, spelled out: the parser must not import torch
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -40,12 +35,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="bundled model, saved version (NAME@N) or checkpoint folder "
              "(default: ct-abdomen-8 for volumes, polyp for 2-D images)",
     )  # fmt: skip
-    parser.add_argument("-n", type=_positive_int, default=10, metavar="N", help="how many slices to suggest (10)")
-    parser.add_argument("--spacing", type=_positive_int, metavar="K",
+    parser.add_argument("-n", type=positive_int, default=10, metavar="N", help="how many slices to suggest (10)")
+    parser.add_argument("--spacing", type=positive_int, metavar="K",
                         help="no two suggestions closer than K slices (default: 5 for a volume, 1 for images)")
     parser.add_argument("--measure", choices=MEASURES, default="entropy", help="default: entropy")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
-    parser.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="slices per batch (default 8)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="slices per batch (default 8)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.set_defaults(run=run)
 
