@@ -119,3 +119,28 @@ def test_torchrun_with_two_processes_writes_each_output_once(studies, ct_model_d
     assert sorted(line.split(" -> ")[0].split()[-1] for line in result.stdout.splitlines() if " -> " in line) == [
         str(studies / f"s{n}.nii.gz") for n in range(4)
     ]
+
+
+def test_a_run_stopped_midway_resumes_with_the_finished_rows(studies, ct_model_dir, tmp_path, monkeypatch, capsys):
+    import braunet.cli.predict as predict_cli
+
+    real, calls = predict_cli.predict_one, []
+
+    def stop_at_the_third(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    out = tmp_path / "out"
+    argv = ["predict", "--cohort", str(studies), "-o", str(out), "--model", str(ct_model_dir), "--device", "cpu"]
+    monkeypatch.setattr(predict_cli, "predict_one", stop_at_the_third)
+    assert main(argv) == 130
+    assert outputs(out) == ["s0_labels.nii.gz", "s1_labels.nii.gz"] and not (out / "summary.csv").exists()
+    monkeypatch.setattr(predict_cli, "predict_one", real)
+    capsys.readouterr()
+    assert main(argv) == 0
+    rows = summary(out)
+    assert [row["status"] for row in rows] == ["skipped", "skipped", "done", "done"]
+    assert all(row["aorta_ml"] for row in rows)  # the finished studies keep their numbers from the stopped run
+    assert not list(out.glob("summary.rank*.csv"))

@@ -139,12 +139,13 @@ def write_summary(rows: list[dict[str, str]], path: Path) -> Path:
 
 
 def merge_summaries(folder: Path, world_size: int, order: list[Path]) -> list[dict[str, str]]:
-    """Join ``summary.rank<r>.csv`` of all ranks into ``summary.csv`` (study order), removing the parts."""
+    """Join ``summary.rank<r>.csv`` of ranks ``0..world_size-1`` into ``summary.csv`` in the order of
+    ``order`` (the studies), remove every part file, and return the rows."""
     parts = [folder / f"summary.rank{rank}.csv" for rank in range(world_size)]
     by_study = {row["study"]: row for part in parts for row in read_summary(part)}
     rows = [by_study[str(study)] for study in order if str(study) in by_study]
     write_summary(rows, folder / SUMMARY)
-    for part in parts:
+    for part in folder.glob("summary.rank*.csv"):  # this run's, and any a crashed run with more ranks left
         part.unlink(missing_ok=True)
     return rows
 
@@ -196,8 +197,8 @@ def run_cohort(args: argparse.Namespace) -> int:
     for target in targets.values():
         target.prepare()
     previous = {row["study"]: row for row in read_summary(out / SUMMARY)}
-    for rank in range(info.world_size):  # reason: a crashed run's parts hold rows summary.csv lacks
-        previous.update({row["study"]: row for row in read_summary(out / f"summary.rank{rank}.csv")})
+    for old_part in sorted(out.glob("summary.rank*.csv")):  # reason: a crashed run's parts hold rows summary.csv lacks
+        previous.update({row["study"]: row for row in read_summary(old_part)})
     _barrier(info.world_size)  # reason: every rank has read the old parts before any rewrites its own
 
     part = out / f"summary.rank{info.rank}.csv"
