@@ -17,6 +17,10 @@ viewers show organ names and colours. ``--cleanup`` keeps the large connected pi
 in a volume and fills enclosed holes (off by default: see ``braunet.cleanup`` for its measured
 effect).
 
+``--cohort`` takes INPUTs as lists of studies (a folder of studies, a glob, a CSV with a ``path``
+column) and OUT as a folder: studies already done are skipped, failures are listed and the run goes
+on, ``OUT/summary.csv`` sums it up, and under ``torchrun`` each rank takes its share (``braunet.cli.cohort``).
+
 Every input is read and checked against its model, and every output path checked, before anything
 is written; each input's label and confidence files appear together or not at all; OUT may not lie
 in an input (DICOM series) folder.
@@ -34,7 +38,7 @@ if TYPE_CHECKING:  # reason: the CLI imports numpy and the library lazily, so `b
     import numpy as np
 
     from braunet.io import Volume
-    from braunet.model import ModelCard
+    from braunet.model import BRAUNet, ModelCard
 
 from braunet.cli._args import positive_int
 
@@ -74,6 +78,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--cleanup", action="store_true",
         help="3-D clean-up of volume labels: drop small stray pieces of each organ, fill enclosed holes",
+    )
+    parser.add_argument(
+        "--cohort", action="store_true",
+        help="INPUTs list studies (folders of studies, globs, CSV files with a 'path' column); OUT is a folder: "
+             "one output per study, finished ones skipped, failures listed, summary.csv; data-parallel under torchrun",
     )
     parser.set_defaults(run=run)
 
@@ -151,14 +160,14 @@ class _Target:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    if args.cohort:
+        from braunet.cli.cohort import run_cohort
 
-    from braunet._atomic import atomic_paths
+        return run_cohort(args)
+
     from braunet.errors import InputError, OutputError
-    from braunet.infer import predict
     from braunet.infer.engine import check_input
-    from braunet.io import read_image, write_image, write_labels
-    from braunet.io.colour_tables import resolve_colours
+    from braunet.io import read_image
     from braunet.zoo import default_model, resolve_model
 
     inputs = [Path(text).expanduser() for text in args.inputs]
@@ -211,36 +220,58 @@ def run(args: argparse.Namespace) -> int:
         if source.ref not in models:
             models[source.ref] = source.load(args.device)
         model, card = models[source.ref]
-
-        with tqdm(total=1, desc=path.name, unit="slice", disable=None, leave=False, file=sys.stderr) as bar:
-            def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-
-            prediction = predict(
-                model, card, volume, batch_size=args.batch_size, progress=progress,
-                confidence=("uint8" if volume.is_2d else "float32") if "confidence" in extras else False,
-            )
-        labels = prediction.labels
-        if args.cleanup and not volume.is_2d:
-            from braunet.cleanup import clean_labels
-
-            labels = clean_labels(labels)
-        if "dicom_seg" in paths and not labels.any():  # reason: a SEG needs a segment; refuse before writing
-            raise InputError(f"{path}: no organ was found, so there is nothing for --dicom-seg to write")
-        for target in (labels_target, *extras.values()):
-            target.prepare()
-        names = list(card.class_names)
-        colours = resolve_colours(names, card.class_colors)
-        core = [label_path] + ([paths["confidence"]] if "confidence" in paths else [])
-        with atomic_paths(core) as temps:  # reason: labels and confidence appear together or not at all
-            write_labels(labels, volume, temps[0], class_names=dict(enumerate(names)), colours=colours)
-            if "confidence" in paths:
-                write_image(_confidence_volume(prediction.confidence, volume), temps[1])
-        written = core + _write_extras(labels, volume, card, path, label_path, paths, colours, cleaned=args.cleanup)
+        _, written = predict_one(args, path, volume, model, card, label_path, paths, (labels_target, *extras.values()))
         shown = ", ".join(str(t) for t in written)
         print(f"{path} -> {shown} ({card.name})")
     return 0
+
+
+def predict_one(
+    args: argparse.Namespace, path: Path, volume: Volume, model: BRAUNet, card: ModelCard, label_path: Path,
+    paths: dict[str, Path], targets: tuple[_Target, ...],
+) -> tuple[np.ndarray, list[Path]]:
+    """Segment one checked input and write its outputs (``label_path`` and the optional ``paths``).
+
+    Shared by a plain run and a cohort run (``braunet.cli.cohort``); ``targets`` are created first.
+
+    Returns:
+        The label map (``volume.spatial_shape``, after ``--cleanup``) and the paths written.
+    """
+    from tqdm import tqdm
+
+    from braunet._atomic import atomic_paths
+    from braunet.errors import InputError
+    from braunet.infer import predict
+    from braunet.io import write_image, write_labels
+    from braunet.io.colour_tables import resolve_colours
+
+    with tqdm(total=1, desc=path.name, unit="slice", disable=None, leave=False, file=sys.stderr) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        prediction = predict(
+            model, card, volume, batch_size=args.batch_size, progress=progress,
+            confidence=("uint8" if volume.is_2d else "float32") if "confidence" in paths else False,
+        )
+    labels = prediction.labels
+    if args.cleanup and not volume.is_2d:
+        from braunet.cleanup import clean_labels
+
+        labels = clean_labels(labels)
+    if "dicom_seg" in paths and not labels.any():  # reason: a SEG needs a segment; refuse before writing
+        raise InputError(f"{path}: no organ was found, so there is nothing for --dicom-seg to write")
+    for target in targets:
+        target.prepare()
+    names = list(card.class_names)
+    colours = resolve_colours(names, card.class_colors)
+    core = [label_path] + ([paths["confidence"]] if "confidence" in paths else [])
+    with atomic_paths(core) as temps:  # reason: labels and confidence appear together or not at all
+        write_labels(labels, volume, temps[0], class_names=dict(enumerate(names)), colours=colours)
+        if "confidence" in paths:
+            write_image(_confidence_volume(prediction.confidence, volume), temps[1])
+    written = core + _write_extras(labels, volume, card, path, label_path, paths, colours, cleaned=args.cleanup)
+    return labels, written
 
 
 def _write_extras(
