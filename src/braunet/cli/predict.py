@@ -60,6 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
              "(default: ct-abdomen-8 for volumes, polyp for 2-D images)",
     )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="auto (default): bf16 where the hardware runs it natively and the model's card "
+                             "records it validated, else fp32")  # fmt: skip
     parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="slices per batch (default 8)")
     parser.add_argument("--confidence", metavar="PATH", help="also write the per-voxel confidence map here")
     parser.add_argument(
@@ -218,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(done - bar.n)
 
             prediction = predict(
-                model, card, volume, batch_size=args.batch_size, progress=progress,
+                model, card, volume, batch_size=args.batch_size, progress=progress, precision=args.precision,
                 confidence=("uint8" if volume.is_2d else "float32") if "confidence" in extras else False,
             )
         labels = prediction.labels
@@ -239,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
                 write_image(_confidence_volume(prediction.confidence, volume), temps[1])
         written = core + _write_extras(labels, volume, card, path, label_path, paths, colours, cleaned=args.cleanup)
         shown = ", ".join(str(t) for t in written)
-        print(f"{path} -> {shown} ({card.name})")
+        print(f"{path} -> {shown} ({card.name}) [{prediction.precision}]")
     return 0
 
 
