@@ -211,3 +211,29 @@ def test_model_follows_the_kind_of_image(make_napari_viewer):
     assert widget.model.value == "skin-lesion"  # an RGB model stays the user's choice
     widget.image.value = viewer.layers["CT abdomen"]
     assert widget.model.value == "ct-abdomen-8"
+
+
+def test_precision_setting_reaches_predict(make_napari_viewer, qtbot, tiny_rgb_checkpoint, monkeypatch):
+    import braunet.infer
+    from braunet.infer import device
+
+    monkeypatch.setattr(device, "_cpu_bf16_native", lambda: True)  # no emulation warning on any CPU
+    asked = []
+    real_predict = braunet.infer.predict
+
+    def spy(*args, **options):
+        asked.append(options.get("precision"))
+        return real_predict(*args, **options)
+
+    monkeypatch.setattr(braunet.infer, "predict", spy)
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "colonoscopy")
+    widget = _segment_widget(viewer)
+    widget.checkpoint.value = str(tiny_rgb_checkpoint)
+    widget.image.value = viewer.layers[0]
+    assert widget.precision.value == "auto" and widget.more_options.isAncestorOf(widget.precision.native)
+    _run(qtbot, widget)
+    assert not widget.status.value.endswith("Ran in bf16.")  # auto: the card records no bf16 check
+    widget.precision.value = "bf16"
+    _run(qtbot, widget)
+    assert asked == ["auto", "bf16"] and widget.status.value.endswith("Ran in bf16.")

@@ -222,7 +222,7 @@ def run_cohort(args: argparse.Namespace) -> int:
                 if source.ref not in models:
                     models[source.ref] = source.load(device)
                 model, card = models[source.ref]
-                labels, written = predict_one(args, study, volume, model, card, label_path, paths, tuple(targets.values()))
+                labels, written, _ = predict_one(args, study, volume, model, card, label_path, paths, tuple(targets.values()))
                 seconds = time.perf_counter() - start
                 row = _study_row(study, card.name, seconds, label_statistics(labels, volume, card.class_names))
                 _log(terminal, f"{study} -> {written[0]} ({card.name}, {seconds:.1f} s)")

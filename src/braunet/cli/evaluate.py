@@ -40,6 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--labels", nargs="+", metavar="PATH", help="label folder or files")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="auto (default): bf16 where the hardware runs it natively and the model's card "
+                             "records it validated, else fp32")  # fmt: skip
     from braunet.repro.cli import add_protocol_arguments
 
     add_protocol_arguments(parser)  # --protocol official, --data transunet:PATH (braunet.repro)
@@ -68,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     model, card = load_model(args.model, args.device)
     pairs = collect_pairs(args.images, args.labels)
     with tqdm(total=len(pairs), unit="case", disable=None, leave=False, file=sys.stderr, desc="evaluate") as bar:
-        result = evaluate_files(model, card, pairs, progress=lambda done, total: bar.update(done - bar.n))
+        result = evaluate_files(model, card, pairs, precision=args.precision,
+                                progress=lambda done, total: bar.update(done - bar.n))
     if args.json:
         print(json.dumps(result.to_json_dict()))
         return 0

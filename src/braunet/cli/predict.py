@@ -64,6 +64,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
              "(default: ct-abdomen-8 for volumes, polyp for 2-D images)",
     )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="auto (default): bf16 where the hardware runs it natively and the model's card "
+                             "records it validated, else fp32")  # fmt: skip
     parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="slices per batch (default 8)")
     parser.add_argument("--confidence", metavar="PATH", help="also write the per-voxel confidence map here")
     parser.add_argument(
@@ -220,22 +223,24 @@ def run(args: argparse.Namespace) -> int:
         if source.ref not in models:
             models[source.ref] = source.load(args.device)
         model, card = models[source.ref]
-        _, written = predict_one(args, path, volume, model, card, label_path, paths, (labels_target, *extras.values()))
+        targets = (labels_target, *extras.values())
+        _, written, precision = predict_one(args, path, volume, model, card, label_path, paths, targets)
         shown = ", ".join(str(t) for t in written)
-        print(f"{path} -> {shown} ({card.name})")
+        print(f"{path} -> {shown} ({card.name}) [{precision}]")
     return 0
 
 
 def predict_one(
     args: argparse.Namespace, path: Path, volume: Volume, model: BRAUNet, card: ModelCard, label_path: Path,
     paths: dict[str, Path], targets: tuple[_Target, ...],
-) -> tuple[np.ndarray, list[Path]]:
+) -> tuple[np.ndarray, list[Path], str]:
     """Segment one checked input and write its outputs (``label_path`` and the optional ``paths``).
 
     Shared by a plain run and a cohort run (``braunet.cli.cohort``); ``targets`` are created first.
 
     Returns:
-        The label map (``volume.spatial_shape``, after ``--cleanup``) and the paths written.
+        The label map (``volume.spatial_shape``, after ``--cleanup``), the paths written and the precision
+        that ran ("fp32" or "bf16"; see ``--precision``).
     """
     from tqdm import tqdm
 
@@ -251,7 +256,7 @@ def predict_one(
             bar.update(done - bar.n)
 
         prediction = predict(
-            model, card, volume, batch_size=args.batch_size, progress=progress,
+            model, card, volume, batch_size=args.batch_size, progress=progress, precision=args.precision,
             confidence=("uint8" if volume.is_2d else "float32") if "confidence" in paths else False,
         )
     labels = prediction.labels
@@ -271,7 +276,7 @@ def predict_one(
         if "confidence" in paths:
             write_image(_confidence_volume(prediction.confidence, volume), temps[1])
     written = core + _write_extras(labels, volume, card, path, label_path, paths, colours, cleaned=args.cleanup)
-    return labels, written
+    return labels, written, prediction.precision
 
 
 def _write_extras(

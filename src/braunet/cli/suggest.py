@@ -40,6 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="no two suggestions closer than K slices (default: 5 for a volume, 1 for images)")
     parser.add_argument("--measure", choices=MEASURES, default="entropy", help="default: entropy")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="auto (default): bf16 where the hardware runs it natively and the model's card "
+                             "records it validated, else fp32")  # fmt: skip
     parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="slices per batch (default 8)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.set_defaults(run=run)
@@ -68,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{paths[0]}: model {source.ref!r} segments 3-D CT volumes, but this is a 2-D image")
     model, card = source.load(args.device)
     spacing = args.spacing or (1 if is_2d else 5)
-    options = {"n": args.n, "spacing": spacing, "measure": args.measure, "batch_size": args.batch_size}
+    options = {"n": args.n, "spacing": spacing, "measure": args.measure, "batch_size": args.batch_size,
+               "precision": args.precision}
 
     with tqdm(total=1, desc="suggest", unit="slice", disable=None, leave=False, file=sys.stderr) as bar:
         def progress(done: int, total: int) -> None:

@@ -24,7 +24,7 @@ Examples::
     True
 """
 
-from braunet.infer.device import amp_dtype, resolve_device
+from braunet.infer.device import PRECISION_CHOICES, amp_dtype, resolve_device, resolve_precision
 from braunet.infer.engine import MIN_SIZE, Prediction, predict, predict_image, predict_volume
 from braunet.infer.preprocess import (
     ISIC_RGB,
@@ -43,6 +43,7 @@ from braunet.infer.windows import WINDOWS, Window, apply_window, get_window, lis
 __all__ = [
     "ISIC_RGB",
     "MIN_SIZE",
+    "PRECISION_CHOICES",
     "SYNAPSE_CT",
     "WINDOWS",
     "Prediction",
@@ -65,6 +66,7 @@ __all__ = [
     "preprocess_slices",
     "resize_labels",
     "resolve_device",
+    "resolve_precision",
     "restore_logits",
     "to_view",
     "view_spacing",

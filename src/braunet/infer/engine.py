@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from braunet.errors import Cancelled, InputError
+from braunet.infer.device import bf16_validated
 from braunet.infer.slices import Network, Progress, SliceRunner, StopCheck, stop_check
 from braunet.infer.views import from_view, to_view, view_shape, view_spacing
 from braunet.model import ModelCard
@@ -54,13 +55,15 @@ class Prediction:
     ``labels`` has the input's spatial shape and voxel order (uint8, or uint16 beyond 256 classes);
     ``confidence`` (same shape, float32 in [0, 1], or uint8 = round(255 p)) is the max softmax
     probability, or the foreground sigmoid probability of a binary model; ``slices`` are the
-    canonical axial indices that were segmented (others are 0).
+    canonical axial indices that were segmented (others are 0); ``precision`` is what the network
+    ran in ("fp32", "bf16", or "fp16" under GPU AMP).
     """
 
     labels: np.ndarray
     confidence: np.ndarray | None
     class_names: list[str]
     slices: list[int]
+    precision: str = "fp32"
 
 
 def predict(model: Network, card: ModelCard, volume: Volume, **options: Any) -> Prediction:
@@ -81,6 +84,7 @@ def predict_volume(
     batch_size: int = 8,
     device: str | torch.device | None = None,
     amp: bool | None = None,
+    precision: str | None = None,
     confidence: bool | str = False,
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
@@ -96,7 +100,9 @@ def predict_volume(
         batch_size: slices per network call (halved automatically if a GPU runs out of memory).
         device: "auto", "cpu", "cuda", "mps" or a torch.device (the model is moved there);
             None keeps the model where it is.
-        amp: autocast on GPUs (None = on for CUDA/MPS); ignored on CPUs.
+        amp: autocast on GPUs (None = on for CUDA/MPS); ignored on CPUs and when ``precision`` is given.
+        precision: "auto", "fp32" or "bf16" (``auto``: bf16 where the hardware runs it natively and
+            the card records it validated, :func:`braunet.infer.device.resolve_precision`); None leaves it to ``amp``.
         confidence: False, True/"float32" or "uint8".
         progress: called as ``progress(done, total)`` in slices, first with done = 0.
         should_stop: a callable or a ``threading.Event``; when it is set, :class:`Cancelled` is raised
@@ -120,7 +126,8 @@ def predict_volume(
     indices = _slice_indices(slices, depth, source)
     height, width = view_shape(canonical.shape, recipe.view)
 
-    runner = _runner(model, card, device=device, amp=amp, batch_size=batch_size, confidence=confidence)
+    runner = _runner(model, card, device=device, amp=amp, precision=precision, batch_size=batch_size,
+                     confidence=confidence)
     labels_stack = np.zeros((depth, height, width), dtype=runner.label_dtype)  # model-view order (K, H, W)
     conf_stack: np.ndarray | None = np.zeros((depth, height, width), runner.conf_dtype) if runner.conf_dtype else None
     spacing = view_spacing(reorientation.canonical_affine, recipe.view)
@@ -139,6 +146,7 @@ def predict_volume(
         confidence=restore(conf_stack) if conf_stack is not None else None,
         class_names=list(card.class_names),
         slices=indices,
+        precision=runner.precision,
     )
 
 
@@ -149,11 +157,14 @@ def predict_image(
     *,
     device: str | torch.device | None = None,
     amp: bool | None = None,
+    precision: str | None = None,
     confidence: bool | str = False,
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
 ) -> Prediction:
     """Segment a 2-D image (H, W) grey or (H, W, 3) RGB, 8-bit; labels are (H, W).
+
+    ``device``, ``amp``, ``precision``, ``confidence``: as for :func:`predict_volume`.
 
     Raises:
         InputError: a CT model, RGBA or 16-bit pixels, or an image under MIN_SIZE pixels.
@@ -165,7 +176,7 @@ def predict_image(
         check_input_kind(card, True, source)
         raise InputError(f"{source}: expected a grey (H, W) or RGB (H, W, 3) image, got shape {image.shape}")
     check_input(card, volume_2d)
-    runner = _runner(model, card, device=device, amp=amp, batch_size=1, confidence=confidence)
+    runner = _runner(model, card, device=device, amp=amp, precision=precision, batch_size=1, confidence=confidence)
     if progress:
         progress(0, 1)
     if stop_check(should_stop)():
@@ -173,7 +184,7 @@ def predict_image(
     labels, conf = runner(image[None])
     if progress:
         progress(1, 1)
-    return Prediction(labels[0], conf[0] if conf is not None else None, list(card.class_names), [0])
+    return Prediction(labels[0], conf[0] if conf is not None else None, list(card.class_names), [0], runner.precision)
 
 
 def check_input_kind(card: ModelCard, is_2d: bool, source: str) -> None:
@@ -239,7 +250,8 @@ def check_input(card: ModelCard, volume: Volume) -> None:
 
 def _runner(model: Network, card: ModelCard, **options: Any) -> SliceRunner:
     """The slice runner for ``model`` as its card describes it (recipe, input size, classes)."""
-    return SliceRunner(model, card.recipe, card.config.img_size, card.config.num_classes, **options)
+    return SliceRunner(model, card.recipe, card.config.img_size, card.config.num_classes,
+                       bf16_validated=bf16_validated(card.extra), **options)  # fmt: skip
 
 
 def _source(volume: object) -> str:

@@ -8,7 +8,8 @@ logits (B, K, S, S). The runner
 * preprocesses raw slices with the model's :class:`~braunet.infer.preprocess.Recipe` (on the
   compute device, so only the compact raw dtype crosses to a GPU);
 * runs the network in batches under ``torch.inference_mode`` (eval mode, restored afterwards),
-  with autocast on GPUs when asked; after a CUDA out-of-memory error it halves the batch for good;
+  with autocast in the chosen precision (``precision`` or, for internal callers, ``amp`` on GPUs);
+  after a CUDA out-of-memory error it halves the batch for good;
 * decodes logits with :func:`decode_labels` (the one place the binary and multi-class rules live),
   or gives their class probabilities (:meth:`SliceRunner.probabilities`) to uncertainty measures;
 * resizes labels (and confidence) back to the slice grid with nearest neighbours, with the
@@ -47,7 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from braunet.errors import BraunetError, Cancelled
-from braunet.infer.device import amp_dtype, resolve_device
+from braunet.infer.device import amp_dtype, resolve_device, resolve_precision
 from braunet.infer.preprocess import Recipe, Spacing, preprocess_slices, restore_logits
 from braunet.infer.resize import resize_nearest
 
@@ -116,7 +117,10 @@ class SliceRunner:
             classes, else uint16.
         device: "auto", "cpu", "cuda", "mps" or a torch.device (a module is moved there); None
             keeps a module where its parameters are (CPU for other callables).
-        amp: autocast on GPUs (None = on for CUDA/MPS); ignored on CPUs.
+        amp: autocast on GPUs (None = on for CUDA/MPS); ignored on CPUs and when ``precision`` is given.
+        precision: the user's choice "auto", "fp32" or "bf16" (:func:`~braunet.infer.device.resolve_precision`),
+            resolved once here; None leaves it to ``amp``. What runs is in :attr:`precision`.
+        bf16_validated: the model's card records a passing bf16 validation (``auto`` needs it).
         batch_size: slices per network call.
         confidence: False, True/"float32" or "uint8" (round(255 p)) for :meth:`__call__` and :meth:`run`.
     """
@@ -130,6 +134,8 @@ class SliceRunner:
         *,
         device: str | torch.device | None = None,
         amp: bool | None = None,
+        precision: str | None = None,
+        bf16_validated: bool = False,
         batch_size: int = 8,
         confidence: bool | str = False,
     ) -> None:
@@ -149,7 +155,12 @@ class SliceRunner:
         self.img_size = img_size
         self.num_classes = num_classes
         self.batch_size = batch_size
-        self.autocast = amp_dtype(self.device, amp)
+        if precision is None:
+            self.autocast = amp_dtype(self.device, amp)
+        else:
+            resolved = resolve_precision(precision, self.device, bf16_validated)
+            self.autocast = torch.bfloat16 if resolved == "bf16" else None
+        self.precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast]
         self.label_dtype = np.uint8 if max(num_classes, 2) <= 256 else np.uint16
         self.conf_dtype = _CONFIDENCE[confidence]
         self._max_batch: int | None = None  # lowered after a GPU out-of-memory error

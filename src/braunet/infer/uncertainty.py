@@ -198,6 +198,7 @@ def suggest_volume(
     batch_size: int = 8,
     device: str | torch.device | None = None,
     amp: bool | None = None,
+    precision: str | None = None,
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
 ) -> Suggestions:
@@ -212,7 +213,8 @@ def suggest_volume(
         measure: ``"entropy"`` or ``"margin"`` (:func:`pixel_uncertainty`).
         band: pixels (at the model resolution S) added around the predicted foreground.
         min_area: share of the S x S slice below which a region's mean is damped (see the module).
-        batch_size, device, amp, progress, should_stop: as for :func:`braunet.infer.predict_volume`.
+        batch_size, device, amp, precision, progress, should_stop: as for
+            :func:`braunet.infer.predict_volume`.
 
     Raises:
         InputError: not a CT model, not a 3-D volume, NaN/Inf voxels, slices under MIN_SIZE, bad options.
@@ -232,7 +234,7 @@ def suggest_volume(
     height, width = view_shape(canonical.shape, recipe.view)
     if min(height, width) < MIN_SIZE:
         raise InputError(f"{source}: axial slices are {height}x{width} px, too small to segment (need >= {MIN_SIZE})")
-    runner = _runner(model, card, device=device, amp=amp, batch_size=batch_size)
+    runner = _runner(model, card, device=device, amp=amp, precision=precision, batch_size=batch_size)
     return _rank(runner, lambda batch: to_view(canonical, batch, recipe.view), canonical.shape[2], card,
                  prepared=False, n=n, spacing=spacing, measure=measure, band=band, min_area=min_area,
                  progress=progress, should_stop=should_stop, what=f"{source}: suggestion")  # fmt: skip
@@ -251,6 +253,7 @@ def suggest_slices(
     batch_size: int = 8,
     device: str | torch.device | None = None,
     amp: bool | None = None,
+    precision: str | None = None,
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
 ) -> Suggestions:
@@ -263,7 +266,7 @@ def suggest_slices(
             image model.
         spacing: no two suggestions closer than this many positions; 1 (the default) suits
             unrelated images; use more for the slices of a volume or the frames of a video.
-        n, measure, band, min_area, batch_size, device, amp, progress, should_stop: as for
+        n, measure, band, min_area, batch_size, device, amp, precision, progress, should_stop: as for
             :func:`suggest_volume`.
 
     Raises:
@@ -274,7 +277,7 @@ def suggest_slices(
     items = list(slices) if not isinstance(slices, np.ndarray) else slices
     for position in range(len(items)):
         _check_slice(np.asarray(items[position]), card, f"slice {position}")
-    runner = _runner(model, card, device=device, amp=amp, batch_size=batch_size)
+    runner = _runner(model, card, device=device, amp=amp, precision=precision, batch_size=batch_size)
 
     def read(batch: list[int]) -> Tensor:  # prepared here: the items may differ in size
         if isinstance(items, np.ndarray):

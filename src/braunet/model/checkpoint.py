@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CARD_FILE", "FORMAT", "WEIGHTS_FILE", "ModelCard", "check_finite", "load_checkpoint", "read_card", "save_checkpoint",
+    "write_card",
 ]
 
 FORMAT = "braunet-checkpoint/1"
@@ -179,9 +180,16 @@ def save_checkpoint(model: BRAUNet, card: ModelCard, folder: str | os.PathLike, 
     }
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "name": card.name})
-    with atomic_path(folder / CARD_FILE) as tmp:
-        tmp.write_text(json.dumps(card.to_dict(), indent=2) + "\n")
+    write_card(card, folder)
     return folder
+
+
+def write_card(card: ModelCard, folder: str | os.PathLike) -> Path:
+    """Write ``folder/card.json`` atomically (the card alone, e.g. after recording a check); return its path."""
+    path = Path(folder) / CARD_FILE
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(card.to_dict(), indent=2) + "\n")
+    return path
 
 
 def read_card(folder: str | os.PathLike) -> ModelCard:

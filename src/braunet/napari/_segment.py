@@ -83,7 +83,7 @@ class SegmentWidget(Container):
         from napari.layers import Image
 
         from braunet.infer import list_windows
-        from braunet.infer.device import DEVICE_CHOICES
+        from braunet.infer.device import DEVICE_CHOICES, PRECISION_CHOICES
 
         self.viewer = napari_viewer
         self.store = ModelStore.for_viewer(napari_viewer)
@@ -96,6 +96,9 @@ class SegmentWidget(Container):
                                  tooltip="an official BRAU-Net++ checkpoint: converted once into the model library "
                                          "(~/.braunet/models or $BRAUNET_MODELS_DIR) as official-<file name>@1")
         self.device = ComboBox(label="device", choices=list(DEVICE_CHOICES), value="auto")
+        self.precision = ComboBox(label="precision", choices=list(PRECISION_CHOICES), value="auto",
+                                  tooltip="auto: bf16 where the hardware runs it natively and the model's card "
+                                          "records it validated, else fp32")  # fmt: skip
         self.window = ComboBox(label="CT window", choices=["(keep)", *list_windows()], value="(keep)",
                                tooltip="display contrast of the image (the model uses its own HU range)")
         self.slice_mode = RadioButtons(label="slices", choices=SLICE_MODES, value="all slices",
@@ -119,8 +122,8 @@ class SegmentWidget(Container):
             self.progress, self.status,
         ])  # fmt: skip
         # Rarely changed options fold away: the three docks must fit a 1000 px tall window.
-        self.more_options = collapsible("More options", self.checkpoint, self.official, self.device, self.window,
-                                        self.batch_size, self.confidence, self.cleanup)  # fmt: skip
+        self.more_options = collapsible("More options", self.checkpoint, self.official, self.device, self.precision,
+                                        self.window, self.batch_size, self.confidence, self.cleanup)  # fmt: skip
         self.native.layout().insertWidget(3, self.more_options)
         compact(self)
         self.job: Job | None = None
@@ -277,7 +280,7 @@ class SegmentWidget(Container):
         data = layer.data
         slices = self.slices_to_run()
         device, batch_size, confidence = self.device.value, int(self.batch_size.value), bool(self.confidence.value)
-        cleanup = bool(self.cleanup.value)
+        cleanup, precision = bool(self.cleanup.value), str(self.precision.value)
         overwrite = bool(self.overwrite.value)
         store = self.store
 
@@ -285,7 +288,8 @@ class SegmentWidget(Container):
             model, card = store.load(key, device)
             volume = layer_volume(np.asarray(data), geometry)
             prediction = predict(model, card, volume, slices=slices, batch_size=batch_size, device=device,
-                                 confidence=confidence, progress=progress, should_stop=should_stop)  # fmt: skip
+                                 precision=precision, confidence=confidence, progress=progress,
+                                 should_stop=should_stop)  # fmt: skip
             source_labels = prediction.labels
             if cleanup and source_labels.ndim == 3:
                 from braunet.cleanup import clean_labels
@@ -293,7 +297,7 @@ class SegmentWidget(Container):
                 source_labels = clean_labels(source_labels)
             labels = layer_from_source(source_labels, geometry)
             conf = None if prediction.confidence is None else layer_from_source(prediction.confidence, geometry)
-            return labels, conf, card
+            return labels, conf, card, prediction.precision
 
         job = Job(work, f"Segmenting {layer.name}", parent=self.native)
         job.progressed.connect(self._on_progress)
@@ -324,11 +328,12 @@ class SegmentWidget(Container):
         self.run_button.enabled, self.cancel_button.enabled = True, False
 
     def _write_result(self, image: Any, geometry: Any, slices: list[int] | None, key: str, labels: np.ndarray,
-                      conf: np.ndarray | None, card: Any, *, overwrite: bool = False) -> None:  # fmt: skip
+                      conf: np.ndarray | None, card: Any, precision: str = "fp32", *,
+                      overwrite: bool = False) -> None:  # fmt: skip
         """GUI thread: put the prediction into the segmentation layer (created on the first run).
 
         Slices the user corrected are left as they are unless ``overwrite``; the status line says
-        how many were kept.
+        how many were kept, and the precision the network ran in when it was not the default fp32.
         """
         names = list(card.class_names)
         name = f"{image.name} segmentation"
@@ -373,6 +378,8 @@ class SegmentWidget(Container):
             where = f"slice {slices[0]}" if len(slices) == 1 else f"slices {slices[0]}-{slices[-1]}"
             where += f" of {image.name}"
         text = f"{key}: {where}, {changed} {'pixels' if labels.ndim == 2 else 'voxels'} {verb}."
+        if precision != "fp32":
+            text += f" Ran in {precision}."
         if kept:
             what = "The corrected image" if labels.ndim == 2 else (
                 f"{len(kept)} corrected slice{'s' if len(kept) > 1 else ''} ({_ranges(kept)})")

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,7 +46,10 @@ from braunet.model import BRAUNet, ModelCard
 from braunet.train.metrics import per_class_metrics
 from braunet.train.slices import SliceSet
 
-__all__ = ["Evaluation", "evaluate_files", "evaluate_slices"]
+if TYPE_CHECKING:
+    from braunet.io import Volume
+
+__all__ = ["Evaluation", "evaluate_files", "evaluate_slices", "read_pair"]
 
 
 def _nan_to_none(value: float | None) -> float | None:
@@ -232,11 +236,30 @@ def _aggregate(card: ModelCard, ids: Sequence[int], records: list[dict]) -> Eval
     )
 
 
+def read_pair(image_path: Any, label_path: Any, num_classes: int) -> tuple[Volume, np.ndarray]:
+    """An (image, label) file pair -> the image and its class map on the image's grid (its spatial shape).
+
+    Raises:
+        InputError: unreadable files, labels off the image's grid or not the model's classes.
+    """
+    from braunet.io import read_image
+    from braunet.train.masks import mask_to_labels
+    from braunet.train.pairs import label_on_image_grid
+
+    volume, label = read_image(image_path), read_image(label_path)
+    on_grid = label_on_image_grid(volume, label, image_path, label_path)
+    truth = mask_to_labels(on_grid, num_classes, str(label_path), kind="image" if volume.is_2d else "label_map")
+    if truth.shape != tuple(volume.spatial_shape):
+        raise InputError(f"{label_path}: label shape {truth.shape} differs from the image's {volume.spatial_shape}")
+    return volume, truth
+
+
 def evaluate_files(
     model: BRAUNet,
     card: ModelCard,
     pairs: Sequence[tuple],
     *,
+    precision: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Evaluation:
@@ -244,16 +267,13 @@ def evaluate_files(
     writes), each case on its own grid: volumes in 3-D with their voxel spacing, 2-D images per image.
 
     Label volumes are brought onto their image's grid exactly or refused
-    (:func:`braunet.train.pairs.label_on_image_grid`).
+    (:func:`braunet.train.pairs.label_on_image_grid`). ``precision``: as for :func:`braunet.infer.predict_volume`.
 
     Raises:
         InputError: unreadable files, labels off the image's grid, label values that are not the
             model's classes, or volumes mixed with 2-D images.
     """
     from braunet.infer import predict
-    from braunet.io import read_image
-    from braunet.train.masks import mask_to_labels
-    from braunet.train.pairs import label_on_image_grid
 
     binary = model.config.num_classes == 1
     ids = [1] if binary else list(range(1, model.config.num_classes))
@@ -261,13 +281,8 @@ def evaluate_files(
     for done, (image_path, label_path) in enumerate(pairs):
         if should_stop and should_stop():
             raise Cancelled("evaluation cancelled")
-        volume, label = read_image(image_path), read_image(label_path)
-        classes = model.config.num_classes
-        on_grid = label_on_image_grid(volume, label, image_path, label_path)
-        truth = mask_to_labels(on_grid, classes, str(label_path), kind="image" if volume.is_2d else "label_map")
-        if truth.shape != tuple(volume.spatial_shape):
-            raise InputError(f"{label_path}: label shape {truth.shape} differs from the image's {volume.spatial_shape}")
-        pred = predict(model, card, volume).labels.astype(np.int64)
+        volume, truth = read_pair(image_path, label_path, model.config.num_classes)
+        pred = predict(model, card, volume, precision=precision).labels.astype(np.int64)
         records.append({"case": str(image_path), "n_slices": 1 if volume.is_2d else truth.shape[2],
                         "unit": "px" if volume.is_2d else "mm", **_score(pred, truth, ids, volume.spacing)})
         if progress:
