@@ -39,7 +39,7 @@ def test_suggested_slices_are_ranked_and_a_click_moves_the_viewer(make_napari_vi
     with heartbeat() as beat:
         qtbot.mouseClick(panel.suggest_button.native, Qt.LeftButton)
         assert panel.job is not None and not panel.suggest_button.enabled
-        qtbot.waitUntil(lambda: not panel.job.running, timeout=180_000)
+        qtbot.waitUntil(lambda: not panel.job.running and panel.suggest_button.enabled, timeout=180_000)
     print(f"suggest: {panel.status.value}; heartbeat longest gap {beat.max_gap * 1000:.0f} ms")
     assert beat.max_gap < 0.5 and panel.suggest_button.enabled
     found = panel.found

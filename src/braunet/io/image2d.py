@@ -45,7 +45,8 @@ _CLASS_NAMES_KEY = "braunet_class_names"
 _PIL_ERRORS: tuple[type[BaseException], ...] = (
     UnidentifiedImageError, SyntaxError, Image.DecompressionBombError, *PARSE_ERRORS
 )
-_TIFF_ERRORS: tuple[type[BaseException], ...] = (tifffile.TiffFileError, *PARSE_ERRORS)
+# reason: tifffile asserts on some forged series headers (a page without a dtype) instead of raising TiffFileError
+_TIFF_ERRORS: tuple[type[BaseException], ...] = (tifffile.TiffFileError, AssertionError, *PARSE_ERRORS)
 _HEADER_ERRORS: tuple[type[BaseException], ...] = (*_TIFF_ERRORS, UnidentifiedImageError)
 
 
