@@ -44,6 +44,7 @@ FUZZ = settings(
     deadline=None,
     database=None,
     print_blob=True,
+    derandomize="BRAUNET_FUZZ_EXAMPLES" not in os.environ,  # reason: CI runs the same examples each time; longer runs explore
     # reason: tmp_path/capfd are shared by the examples on purpose; each example cleans its own folder
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -38,6 +38,7 @@ from braunet.zoo import ANCHORS_FILE, bundled_dir
 
 EXAMPLES = int(os.environ.get("BRAUNET_FUZZ_EXAMPLES", "15"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
+                derandomize="BRAUNET_FUZZ_EXAMPLES" not in os.environ,  # reason: the same examples in every CI run
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
 
 # JSON values of every type, nested a little; small integers so that a drawn config stays buildable.
