@@ -162,6 +162,9 @@ def test_wrong_inputs_and_options_are_refused(ct_model, rgb_model, ct_small, dat
         suggest_volume(rgb, rgb_card, ct_small)
     with pytest.raises(InputError, match="3-D volume"):
         suggest_volume(ct, ct_card, Volume(frame, np.eye(4), "frame.png", "RGB", True))
+    mr = Volume(ct_small.array, ct_small.affine, "mr.nii.gz", "MR", False)
+    with pytest.raises(InputError, match="modality MR, not CT"):  # the same check predict makes
+        suggest_volume(ct, ct_card, mr)
     with pytest.raises(InputError, match="slice 1: .*2-D CT slices"):
         suggest_slices(ct, ct_card, [np.zeros((64, 64), np.int16), frame])
     with pytest.raises(InputError, match="slice 0: RGBA"):

@@ -49,9 +49,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from braunet.errors import InputError
-from braunet.infer.engine import MIN_SIZE, _check_finite, _check_rgb_image, _runner, _source
+from braunet.infer.engine import MIN_SIZE, _check_finite, _check_rgb_image, _runner, _source, check_input
 from braunet.infer.slices import Network, Progress, SliceRunner, StopCheck
-from braunet.infer.views import to_view, view_shape
+from braunet.infer.views import to_view
 from braunet.model import ModelCard
 
 if TYPE_CHECKING:
@@ -217,23 +217,18 @@ def suggest_volume(
             :func:`braunet.infer.predict_volume`.
 
     Raises:
-        InputError: not a CT model, not a 3-D volume, NaN/Inf voxels, slices under MIN_SIZE, bad options.
+        InputError: what :func:`braunet.infer.engine.check_input` refuses (not a CT model, a volume of
+            another modality, not 3-D, NaN/Inf voxels, slices under MIN_SIZE), bad options.
         Cancelled: ``should_stop`` was set.
     """
     from braunet.io import to_canonical
 
     source = _source(volume)
     recipe = card.recipe
-    array = np.asarray(volume.array)
-    if recipe.kind != "ct":
-        raise InputError(f"{source}: model {card.name!r} segments 2-D RGB images, but this is a 3-D volume")
-    if volume.is_2d or array.ndim != 3 or array.size == 0:
-        raise InputError(f"{source}: expected a non-empty 3-D volume, got an array of shape {array.shape}")
-    _check_finite(array, source)
+    if volume.is_2d:
+        raise InputError(f"{source}: expected a 3-D volume, got a 2-D image (rank images with suggest_slices)")
+    check_input(card, volume)  # the checks predict makes: kind, modality, 3-D, non-empty, finite, MIN_SIZE
     canonical, _ = to_canonical(volume)
-    height, width = view_shape(canonical.shape, recipe.view)
-    if min(height, width) < MIN_SIZE:
-        raise InputError(f"{source}: axial slices are {height}x{width} px, too small to segment (need >= {MIN_SIZE})")
     runner = _runner(model, card, device=device, amp=amp, precision=precision, batch_size=batch_size)
     return _rank(runner, lambda batch: to_view(canonical, batch, recipe.view), canonical.shape[2], card,
                  prepared=False, n=n, spacing=spacing, measure=measure, band=band, min_area=min_area,
