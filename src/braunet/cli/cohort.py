@@ -257,4 +257,8 @@ def _barrier(world_size: int) -> None:
 def _log(terminal: bool, line: str) -> None:
     """A plain line per study when stdout is a file or pipe; on a terminal the tqdm bar says it."""
     if not terminal:
-        print(line, flush=True)
+        sys.stdout.flush()
+        # reason: the line and its newline in one write, flushed at once, so the lines of torchrun ranks
+        # sharing one pipe do not interleave
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
