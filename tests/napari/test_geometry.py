@@ -118,3 +118,25 @@ def test_routing_frequency_counts_each_selection():
     indices = np.array([[0, 1], [1, 2], [1, 3], [0, 1]])
     freq = routing_frequency(indices, 2)
     np.testing.assert_allclose(freq, [2 / 4, 4 / 4, 1 / 4, 1 / 4])
+
+
+@pytest.mark.parametrize("view", ["radiological", "ras"])
+@pytest.mark.parametrize(("shape", "pixel_mm"), [((300, 260), (0.8, 0.7)), ((90, 120), (3.0, 3.0))])
+def test_fixed_spacing_frame_follows_the_recipe_resampling(view, shape, pixel_mm):
+    """With a ``spacing_mm`` recipe a displayed pixel lands where the preprocessing puts it: one bright
+    pixel of the displayed slice peaks at ``display_to_model`` of its position in the network input."""
+    from braunet.infer.preprocess import parse_preprocessing, preprocess_slices
+
+    recipe = parse_preprocessing({"kind": "ct", "clip_hu": [-125, 275], "mean": 0.5, "std": 0.5, "spacing_mm": 1.75,
+                                  "view": view})  # fmt: skip
+    view_mm = pixel_mm if view == "radiological" else pixel_mm[::-1]
+    frame = SliceFrame(shape, view, 224, 7, "bilinear", spacing_mm=1.75, pixel_mm=view_mm)
+    for r, c in ((shape[0] // 3, shape[1] // 2), (shape[0] // 2 + 7, shape[1] // 4)):
+        display = np.full(shape, -1000.0, np.float32)
+        display[r, c] = 1000.0
+        x = preprocess_slices(frame.display_slice_to_view(display)[None], recipe, 224, spacing=view_mm)[0, 0].numpy()
+        peak = np.unravel_index(int(np.argmax(x)), x.shape)
+        np.testing.assert_allclose(frame.display_to_model(np.array([r, c], float)), peak, atol=1.0)
+    np.testing.assert_allclose(frame.model_to_display(frame.display_to_model(np.array([3.3, 17.8]))), [3.3, 17.8])
+    with pytest.raises(ValueError, match="pixel_mm"):
+        SliceFrame(shape, view, 224, 7, "bilinear", spacing_mm=1.75).window_map()

@@ -253,3 +253,32 @@ def test_per_class_dice_and_hd95_before_and_after(frames, parent):
     assert dataclasses.replace(polyp, hd95_before=float("nan")).to_dict()["hd95_before"] is None  # JSON null, not NaN
     with pytest.raises(InputError, match="pixel spacings"):
         finetune(model, card, images, labels, time_budget_s=600, max_steps=1, spacing=[(1.0, 1.0)])
+
+
+def test_fixed_spacing_model_fine_tunes_on_slices_prepared_as_predict_prepares_them():
+    """A ``spacing_mm`` CT model (the bundled ct-abdomen-8 recipe) needs the corrected slices' pixel
+    size: without it the round is refused (one line), with it the slices are resampled to the
+    recipe's pixels, so one slice given at 0.8 mm or block-doubled at 0.4 mm trains on the same input,
+    and HD95 is in mm on the network's fixed pixels."""
+    import dataclasses
+
+    from braunet.infer.preprocess import preprocess_slices
+
+    card = tiny_card(9, "ct", name="ct-test")
+    card = dataclasses.replace(card, preprocessing={**card.preprocessing, "resize": "bilinear", "spacing_mm": 1.75})
+    model = tiny_model(card, seed=2).eval()
+    rng = np.random.default_rng(0)
+    image = np.full((160, 160), -1000.0, np.float32)
+    image[30:130, 20:100] = 60 + rng.normal(0, 10, (100, 80))  # a liver-like block
+    label = np.zeros((160, 160), np.int64)
+    label[30:130, 20:100] = 6
+    images, labels = [image, image.copy()], [label, label.copy()]
+    with pytest.raises(InputError, match="1.75 mm pixels.*pixel spacing"):
+        finetune(model, card, images, labels, time_budget_s=600, max_steps=1, anchors=SliceSet())
+    result = finetune(model, card, images, labels, time_budget_s=600, max_steps=1, anchors=SliceSet(),
+                      spacing=[(0.8, 0.8)] * 2, holdback=0.5)
+    assert result.steps == 1 and result.hd95_unit == "mm"
+    fine = np.kron(image, np.ones((2, 2), np.float32))  # the same anatomy at 0.4 mm
+    a = preprocess_slices(image[None], card.recipe, 224, spacing=(0.8, 0.8))
+    b = preprocess_slices(fine[None], card.recipe, 224, spacing=(0.4, 0.4))
+    assert float((a - b).abs().mean()) < 0.02  # the same network input, whatever the scanner's pixels

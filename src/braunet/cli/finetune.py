@@ -106,8 +106,9 @@ def run(args: argparse.Namespace) -> int:
                 model, card, slices.images, slices.labels, mode=args.mode, time_budget_s=args.time_budget,
                 holdback=args.holdback, progress=progress, seed=args.seed,
                 anchors=source.anchors,
-                # reason: a 2-D image's spacing is 1.0 by default; only volumes give HD95 in mm
-                spacing=slices.spacing if any(depth is not None for depth in slices.depth_mm) else None,
+                # reason: a 2-D image's spacing is 1.0 by default; only volumes give HD95 in mm, but a
+                # fixed-spacing recipe resamples by it, as predict does
+                spacing=slices.spacing if card.recipe.spacing_mm or any(d is not None for d in slices.depth_mm) else None,
             )
         written = ref = None
         if result.accepted:

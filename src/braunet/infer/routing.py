@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from braunet.infer.slices import SliceRunner, stop_check
-from braunet.infer.views import to_view
+from braunet.infer.views import to_view, view_spacing
 from braunet.io import Volume, to_canonical
 from braunet.model.routing import BlockRouting, record_routing, stack_routing
 
@@ -28,11 +28,13 @@ __all__ = ["route_slices", "route_volume"]
 
 def route_slices(model: Any, card: Any, raw: np.ndarray, *, batch_size: int = 4,
                  progress: Callable[..., None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> dict[str, BlockRouting]:  # fmt: skip
+                 should_stop: Callable[[], bool] | None = None,
+                 spacing: tuple[float, float] | None = None) -> dict[str, BlockRouting]:  # fmt: skip
     """Raw slices in the model's view, (S, H, W) HU or (S, H, W, 3) RGB -> one BlockRouting per block (S images).
 
     Runs on the model's device (move it first); ``progress(done, total)`` after each batch;
     ``should_stop()`` is checked between batches (raises :class:`braunet.errors.Cancelled`).
+    ``spacing``: the slices' pixel size (rows, cols) in mm, needed by a ``spacing_mm`` recipe.
     """
     runner = SliceRunner(model, card.recipe, card.config.img_size, card.config.num_classes, amp=False)
     stop = stop_check(should_stop)
@@ -43,7 +45,7 @@ def route_slices(model: Any, card: Any, raw: np.ndarray, *, batch_size: int = 4,
                 from braunet.errors import Cancelled
 
                 raise Cancelled("routing export cancelled")
-            runner.logits(runner.prepare(raw[start : start + batch_size]))
+            runner.logits(runner.prepare(raw[start : start + batch_size], spacing))
             if progress is not None:
                 progress(min(start + batch_size, len(raw)), len(raw))
         return stack_routing(recorded)
@@ -57,6 +59,7 @@ def route_volume(model: Any, card: Any, volume: Volume, slices: Sequence[int] | 
     """
     if volume.is_2d:
         return route_slices(model, card, np.asarray(volume.array)[None], **kwargs)
-    canonical, _ = to_canonical(volume)
+    canonical, reorientation = to_canonical(volume)
     ks = range(canonical.shape[2]) if slices is None else slices
-    return route_slices(model, card, to_view(canonical, ks, card.recipe.view), **kwargs)
+    spacing = view_spacing(reorientation.canonical_affine, card.recipe.view)
+    return route_slices(model, card, to_view(canonical, ks, card.recipe.view), spacing=spacing, **kwargs)

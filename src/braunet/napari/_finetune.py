@@ -323,14 +323,18 @@ class FinetuneWidget(Container):
         """Per training slice, its pixel size (rows, cols) in mm in the model's view: for HD95 in mm.
 
         None (HD95 in pixels) for 2-D images and for volumes our reader did not open (their layer
-        scale is not known to be in mm). The two slice views differ by a transpose, which swaps
-        rows and columns.
+        scale is not known to be in mm), except for a model that resamples slices to fixed-size
+        pixels (``spacing_mm``): it needs a spacing, and gets the layer's scale read in mm, as the
+        Segment widget reads it. The two slice views differ by a transpose, which swaps rows and
+        columns.
         """
         image = self.image.value
-        if image is None or image.rgb or image.ndim < 3 or METADATA_KEY not in image.metadata:
+        card = self.store.entry(self.model.value).card or self.store.entry(self.model.value).source.card
+        if image is None or image.rgb or image.ndim < 3:
+            return None
+        if METADATA_KEY not in image.metadata and not card.recipe.spacing_mm:
             return None
         rows, cols = (float(v) for v in image.scale[-2:])
-        card = self.store.entry(self.model.value).card or self.store.entry(self.model.value).source.card
         pair = (rows, cols) if card.recipe.view == "radiological" else (cols, rows)
         return [pair] * count
 

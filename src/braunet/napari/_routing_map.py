@@ -10,7 +10,9 @@ Three coordinate frames, all in pixel-centre coordinates (pixel ``p`` covers ``[
   (:func:`braunet.infer.views.convert_view`);
 * **model**: the ``S x S`` network input. ``"spline3"`` resizing aligns the first and last pixel
   centres (``x = m (n - 1) / (S - 1)``), ``"bilinear"`` uses half-pixel centres
-  (``x = (m + 0.5) n / S - 0.5``), exactly as :mod:`braunet.infer.resize` does.
+  (``x = (m + 0.5) n / S - 0.5``), exactly as :mod:`braunet.infer.resize` does. A fixed-spacing
+  recipe (``spacing_mm``) centres both grids on each other in millimetres
+  (``x = (m - (S - 1) / 2) spacing_mm / pixel_mm + (n - 1) / 2``), as its ``centred`` resampling does.
 
 Every BRA map is split into ``n_win x n_win`` windows of the input, so window ``(row, col)``
 (``p = row * n_win + col``) covers model pixels ``[row * S / n_win, (row + 1) * S / n_win)``
@@ -28,9 +30,14 @@ from braunet.infer.views import convert_view, convert_view_points
 __all__ = ["SliceFrame", "routing_frequency"]
 
 
-def _model_to_input(m: np.ndarray, n: int, size: int, resize: str) -> np.ndarray:
-    """Model pixel coordinate -> input (view) pixel coordinate along one axis of n input pixels."""
+def _model_to_input(m: np.ndarray, n: int, size: int, resize: str, zoom: float | None = None) -> np.ndarray:
+    """Model pixel coordinate -> input (view) pixel coordinate along one axis of n input pixels.
+
+    ``zoom``: for a fixed-spacing recipe, input pixels per model pixel (``spacing_mm / pixel_mm``).
+    """
     m = np.asarray(m, dtype=np.float64)
+    if zoom is not None:
+        return (m - (size - 1) / 2) * zoom + (n - 1) / 2
     if n == size:  # the engine skips the resize at the model size
         return m
     if resize == "spline3":
@@ -38,8 +45,10 @@ def _model_to_input(m: np.ndarray, n: int, size: int, resize: str) -> np.ndarray
     return (m + 0.5) * n / size - 0.5
 
 
-def _input_to_model(x: np.ndarray, n: int, size: int, resize: str) -> np.ndarray:
+def _input_to_model(x: np.ndarray, n: int, size: int, resize: str, zoom: float | None = None) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
+    if zoom is not None:
+        return (x - (n - 1) / 2) / zoom + (size - 1) / 2
     if n == size:
         return x
     if resize == "spline3":
@@ -57,6 +66,8 @@ class SliceFrame:
         img_size: the model's input size S.
         n_win: windows per side.
         resize: ``"spline3"`` or ``"bilinear"`` (the model's recipe).
+        spacing_mm: the recipe's fixed network pixel size (None: the slice is resized to S x S).
+        pixel_mm: with ``spacing_mm``, the view slice's pixel size (rows, cols) in mm.
     """
 
     display_shape: tuple[int, int]
@@ -64,6 +75,16 @@ class SliceFrame:
     img_size: int
     n_win: int
     resize: str
+    spacing_mm: float | None = None
+    pixel_mm: tuple[float, float] | None = None
+
+    def _zooms(self) -> tuple[float | None, float | None]:
+        """Per view axis, input pixels per model pixel of a fixed-spacing recipe (None otherwise)."""
+        if not self.spacing_mm:
+            return None, None
+        if self.pixel_mm is None:
+            raise ValueError("a fixed-spacing recipe needs the slice's pixel size (pixel_mm)")
+        return self.spacing_mm / self.pixel_mm[0], self.spacing_mm / self.pixel_mm[1]
 
     @property
     def view_shape(self) -> tuple[int, int]:
@@ -88,15 +109,15 @@ class SliceFrame:
 
     def display_to_model(self, rc: np.ndarray) -> np.ndarray:
         ab = self.display_to_view(rc)
-        vh, vw = self.view_shape
-        return np.stack([_input_to_model(ab[..., 0], vh, self.img_size, self.resize),
-                         _input_to_model(ab[..., 1], vw, self.img_size, self.resize)], axis=-1)  # fmt: skip
+        (vh, vw), (zh, zw) = self.view_shape, self._zooms()
+        return np.stack([_input_to_model(ab[..., 0], vh, self.img_size, self.resize, zh),
+                         _input_to_model(ab[..., 1], vw, self.img_size, self.resize, zw)], axis=-1)  # fmt: skip
 
     def model_to_display(self, mn: np.ndarray) -> np.ndarray:
         mn = np.asarray(mn, dtype=np.float64)
-        vh, vw = self.view_shape
-        ab = np.stack([_model_to_input(mn[..., 0], vh, self.img_size, self.resize),
-                       _model_to_input(mn[..., 1], vw, self.img_size, self.resize)], axis=-1)  # fmt: skip
+        (vh, vw), (zh, zw) = self.view_shape, self._zooms()
+        ab = np.stack([_model_to_input(mn[..., 0], vh, self.img_size, self.resize, zh),
+                       _model_to_input(mn[..., 1], vw, self.img_size, self.resize, zw)], axis=-1)  # fmt: skip
         return self.view_to_display(ab)
 
     def window_at(self, rc: tuple[float, float]) -> int:

@@ -425,7 +425,9 @@ def finetune(
             learning rates of bench_finetune, 0.7 and 0.5 both beat 1 on the unseen frames and on
             the validation split; 0.7 cost less on the validation split (models/README.md).
         spacing: per slice, its pixel size (rows, cols) in mm, for HD95 in mm; None: HD95 in
-            pixels of the slices as given.
+            pixels of the slices as given. Required by a model whose recipe resamples slices to
+            fixed-size pixels (``spacing_mm``): the corrected slices are prepared exactly as
+            ``predict`` prepares them.
 
     Raises:
         InputError: no slices, a single slice with too few labelled blocks to split, mismatched
@@ -447,9 +449,14 @@ def finetune(
         raise InputError(f"{len(images)} image slices but {len(spacing)} pixel spacings")
     if not images:
         raise InputError("fine-tuning needs at least 1 corrected slice, got none")
+    network_mm = card.recipe.spacing_mm
+    if network_mm and spacing is None:
+        raise InputError(f"model {card.name!r} resamples slices to {network_mm:g} mm pixels: fine-tuning needs the "
+                         "corrected slices' pixel spacing (rows, cols) in mm")  # fmt: skip
     config = model.config
     binary = config.num_classes == 1
-    slices = SliceSet.from_arrays(images, _labels_for(model, labels), group="corrected")
+    slices = SliceSet.from_arrays(images, _labels_for(model, labels), group="corrected",
+                                  spacing=spacing if spacing is not None else (1.0, 1.0))  # fmt: skip
     data = prepare(slices, card.preprocessing, config.img_size, config.num_classes)
     held_region = None  # (S, S) bool where one slice is split by blocks
     if len(slices) == 1:
@@ -489,7 +496,9 @@ def finetune(
     dice_before = _pooled_dice(pred_before, truth, binary, [pred_after])
     dice_after = _pooled_dice(pred_after, truth, binary, [pred_before])
     size = config.img_size
-    held_spacing = [tuple(float(mm) * n / size for mm, n in
+    # The network grid's pixel size: fixed by a spacing_mm recipe, else the slice stretched to S x S.
+    held_spacing = [(float(network_mm), float(network_mm)) if network_mm else
+                    tuple(float(mm) * n / size for mm, n in
                           zip(spacing[i] if spacing is not None else (1.0, 1.0), np.shape(images[i])[:2], strict=True))
                     for i in held_idx]  # fmt: skip
     per_class = _class_changes(pred_before, pred_after, truth, binary, card.class_names, held_spacing)
