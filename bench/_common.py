@@ -1,9 +1,11 @@
-"""Helpers shared by the bench scripts: timing, resident-memory growth in a fresh process, JSON lines."""
+"""Helpers shared by the bench scripts: timing, resident-memory growth in a fresh process, JSON lines, run context."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -28,6 +30,30 @@ def median_time(fn: Callable[[], object], reps: int = 5, warmup: int = 2) -> flo
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def alternating_best_medians(
+    calls: dict[str, Callable[[], object]], reps: int = 5, rounds: int = 3, warmup: int = 1
+) -> dict[str, float]:
+    """Seconds per call of each of ``calls``, timed side by side: best over ``rounds`` of the median of ``reps``.
+
+    Within a round the calls alternate (a, b, c, a, b, c, ...), so a change in machine load (another
+    process, frequency scaling) lands on all of them alike instead of on whichever ran during it.
+    """
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    best = dict.fromkeys(calls, float("inf"))
+    for _ in range(rounds):
+        times: dict[str, list[float]] = {name: [] for name in calls}
+        for _ in range(reps):
+            for name, fn in calls.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+        for name, values in times.items():
+            best[name] = min(best[name], statistics.median(values))
+    return best
 
 
 def rss_bytes() -> int:
@@ -70,3 +96,41 @@ def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
 
     a, b = torch.randn(n, n), torch.randn(n, n)
     return 2 * n**3 / median_time(lambda: a @ b, reps=reps) / 1e9
+
+
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (``platform.processor()`` elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), which makes bf16 autocast pay."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def run_context() -> dict[str, object]:
+    """What a figure depends on, for every JSON line: date (UTC), CPU, torch threads, load average, torch version.
+
+    The load average is read now, so each line says how busy the machine was while it was measured.
+    """
+    import torch
+
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu_name(),
+        "threads": torch.get_num_threads(),
+        "load_avg": [round(load, 2) for load in os.getloadavg()],
+        "torch": torch.__version__,
+    }
