@@ -31,9 +31,10 @@ from braunet._atomic import check_writable_target, write_checked
 from braunet.errors import InputError
 from braunet.io.dicom import read_series_datasets
 
-__all__ = ["SEGMENT_CODES", "segment_codes", "write_dicom_seg"]
+__all__ = ["SEGMENT_CODES", "AlgorithmType", "segment_codes", "write_dicom_seg"]
 
 Coded = Code | hd.sr.CodedConcept
+AlgorithmType = Literal["AUTOMATIC", "SEMIAUTOMATIC", "MANUAL"]  # DICOM's Segment Algorithm Type
 
 _ANATOMY = codes.SCT.AnatomicalStructure  # SCT 91723000
 _ABNORMAL = codes.SCT.MorphologicallyAbnormalStructure  # SCT 49755003
@@ -76,7 +77,7 @@ def write_dicom_seg(
     model_name: str,
     model_version: str | int = "",
     series_number: int = 99,
-    algorithm_type: Literal["AUTOMATIC", "SEMIAUTOMATIC", "MANUAL"] = "AUTOMATIC",
+    algorithm_type: AlgorithmType = "AUTOMATIC",
 ) -> Path:
     """Write ``labels`` as a binary DICOM Segmentation of the series in folder ``series``.
 

@@ -25,11 +25,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from braunet.errors import BraunetError, InputError, OutputError
+
+if TYPE_CHECKING:
+    from braunet.io.dicom_seg import AlgorithmType
 
 __all__ = ["write_dicom_seg_layer", "write_labels_layer"]
 
@@ -111,7 +114,7 @@ def _colours(meta: dict, names: list[str]) -> list[str]:
     return class_colours_of(meta.get("metadata"), names)
 
 
-def _provenance(metadata: dict, data: np.ndarray) -> tuple[str, str, str | int]:
+def _provenance(metadata: dict, data: np.ndarray) -> tuple[AlgorithmType, str, str | int]:
     """(SEG algorithm type, model name, model version) of a layer's labels.
 
     A layer no model wrote (painted, or opened from a file) is MANUAL: nothing records a model. One
