@@ -33,6 +33,7 @@ from braunet.errors import BraunetError, InputError, OutputError
 
 if TYPE_CHECKING:
     from braunet.io.dicom_seg import AlgorithmType
+    from braunet.napari._geometry import LayerGeometry
 
 __all__ = ["write_dicom_seg_layer", "write_labels_layer"]
 
@@ -92,8 +93,9 @@ def _about_layer(meta: dict) -> Iterator[None]:
         raise OutputError(f"layer {str(meta.get('name') or 'labels')!r}: {error}") from error
 
 
-def _layer_labels(data: Any, meta: dict) -> tuple[np.ndarray, Any, list[str] | None]:
-    """(labels on the source grid ``(I, J, K)`` or ``(H, W)``, the layer's geometry, its class names or None)."""
+def _layer_labels(data: Any, meta: dict) -> tuple[np.ndarray, LayerGeometry, list[str] | None]:
+    """Layer data ``(K, J, I)`` or ``(H, W)`` -> (labels on the source grid ``(I, J, K)`` or ``(H, W)``,
+    the layer's geometry, its class names or None)."""
     from braunet.napari._geometry import geometry_from_layer_state, layer_to_source
     from braunet.napari._layers import class_names_of
 
@@ -126,5 +128,5 @@ def _provenance(metadata: dict, data: np.ndarray) -> tuple[AlgorithmType, str, s
     if not model:
         return "MANUAL", "", ""
     record = metadata.get(EDITS_KEY)
-    edited = isinstance(record, EditRecord) and (record.baseline.shape != data.shape or record.edited_slices(data))
+    edited = isinstance(record, EditRecord) and (record.baseline.shape != data.shape or bool(record.edited_slices(data)))
     return ("SEMIAUTOMATIC" if edited else "AUTOMATIC"), str(model["name"]), model.get("version", "")
