@@ -129,3 +129,18 @@ def test_frames_checked_with_pydicom_alone(shared_data: Path, dicom_dir: Path, t
         np.testing.assert_array_equal(pixels[index], np.equal(labels[:, :, k].T, number))  # segment n is label n here
         seen.add((k, number))
     assert seen == {(k, n) for k in range(3) for n in (1, 2)}
+
+
+@pytest.mark.parametrize("kind", ["SEMIAUTOMATIC", "MANUAL"])
+def test_corrected_and_hand_drawn_labels_say_so(shared_data: Path, dicom_dir: Path, tmp_path: Path, kind: str) -> None:
+    """Labels a person corrected keep the model's identification; hand-drawn ones name no algorithm."""
+    labels = _labels(shared_data, "case03_label_synapse8.nii.gz")
+    seg = hd.seg.segread(write_dicom_seg(labels, dicom_dir, SYNAPSE8_CLASSES, SYNAPSE8_COLORS, tmp_path / "seg.dcm",
+                                         model_name="ct-abdomen-8", model_version=3, algorithm_type=kind))  # fmt: skip
+    (segment,) = seg.SegmentSequence
+    assert segment.SegmentAlgorithmType == kind and segment.SegmentLabel == "liver"
+    if kind == "MANUAL":
+        assert "SegmentationAlgorithmIdentificationSequence" not in segment
+        assert "BRAU-Net++" not in seg.SeriesDescription
+    else:
+        assert segment.SegmentationAlgorithmIdentificationSequence[0].AlgorithmVersion == "ct-abdomen-8 v3"

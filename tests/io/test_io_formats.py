@@ -18,6 +18,7 @@ from braunet.io import (
     read_image,
     suffixes,
 )
+from braunet.io.formats import DICOM_SEG_SUFFIXES
 
 
 def _manifest() -> dict:
@@ -30,8 +31,13 @@ def test_napari_manifest_reader_patterns_and_writer_extensions_are_the_table():
     (reader,) = contributions["readers"]
     assert reader["filename_patterns"] == [f"*{suffix}" for suffix in SUPPORTED_SUFFIXES]
     assert reader["accepts_directories"] is True  # DICOM series folders
-    (writer,) = contributions["writers"]
-    assert sorted(writer["filename_extensions"]) == sorted(suffixes(writable=True))
+    # napari picks the writer by suffix: label maps by the table's writable formats, a SEG by its own
+    writers = {writer["command"]: writer for writer in contributions["writers"]}
+    assert set(writers) == {"napari-braunet.write_labels", "napari-braunet.write_dicom_seg"}
+    assert sorted(writers["napari-braunet.write_labels"]["filename_extensions"]) == sorted(suffixes(writable=True))
+    assert writers["napari-braunet.write_dicom_seg"]["filename_extensions"] == list(DICOM_SEG_SUFFIXES)
+    assert all(writer["layer_types"] == ["labels"] for writer in writers.values())
+    assert not set(DICOM_SEG_SUFFIXES) & set(SUPPORTED_SUFFIXES)  # a SEG is written, never read
 
 
 def test_napari_reader_accepts_exactly_the_table(tmp_path):

@@ -24,8 +24,9 @@ def test_manifest_is_discovered():
     assert {w.display_name for w in contributions.widgets} == {"Segment", "Routing explorer", "Fine-tune", "Legend"}
     assert {s.key for s in contributions.sample_data} == {"ct_abdomen", "dermoscopy", "colonoscopy"}
     assert "*.nii.gz" in contributions.readers[0].filename_patterns and contributions.readers[0].accepts_directories
-    writer = contributions.writers[0]
+    writer, seg_writer = contributions.writers
     assert writer.layer_types == ["labels"] and ".nii.gz" in writer.filename_extensions
+    assert seg_writer.layer_types == ["labels"] and seg_writer.filename_extensions == [".dcm"]
     colonoscopy = next(s for s in contributions.sample_data if s.key == "colonoscopy")
     assert "non-commercial" in colonoscopy.display_name
 

@@ -166,6 +166,7 @@ def run_cohort(args: argparse.Namespace) -> int:
     from braunet.errors import OutputError
     from braunet.infer.engine import check_input
     from braunet.io import read_image
+    from braunet.io.formats import DICOM_SEG_SUFFIXES
     from braunet.stats import label_statistics
     from braunet.zoo import default_model, resolve_model
 
@@ -182,7 +183,7 @@ def run_cohort(args: argparse.Namespace) -> int:
     targets = {"labels": _Target(str(out), True, "labels", guarded)}
     for name, text, tag, suffixes in (
         ("confidence", args.confidence, "confidence", None),
-        ("dicom_seg", args.dicom_seg, "seg", (".dcm",)),
+        ("dicom_seg", args.dicom_seg, "seg", DICOM_SEG_SUFFIXES),
         ("statistics", args.statistics, "statistics", (".json",)),
         ("overlay", args.overlay, "overlay", (".png",)),
     ):

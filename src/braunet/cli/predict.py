@@ -171,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
     from braunet.errors import InputError, OutputError
     from braunet.infer.engine import check_input
     from braunet.io import read_image
+    from braunet.io.formats import DICOM_SEG_SUFFIXES
     from braunet.zoo import default_model, resolve_model
 
     inputs = [Path(text).expanduser() for text in args.inputs]
@@ -188,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         name: _Target(text, several, tag, sources, suffixes)
         for name, text, tag, suffixes in (
             ("confidence", args.confidence, "confidence", None),
-            ("dicom_seg", args.dicom_seg, "seg", (".dcm",)),
+            ("dicom_seg", args.dicom_seg, "seg", DICOM_SEG_SUFFIXES),
             ("statistics", args.statistics, "statistics", (".json",)),
             ("overlay", args.overlay, "overlay", (".png",)),
         )

@@ -4,8 +4,9 @@ The SEG references its source series (Study, Series and SOP Instance UIDs, Frame
 PACS, 3D Slicer and OHIF place it on the images it was computed from. Each organ present in the
 label map becomes one segment with its class name, a coded category and type (SNOMED CT, the codes
 DICOM's CID 7150/7151 use for these structures), its display colour (CIELab from the card's
-"#rrggbb") and the algorithm that made it (BRAU-Net++, model name and version). Classes absent from
-the label map get no segment, and empty frames are left out.
+"#rrggbb") and how it was made: by BRAU-Net++ (model name and version) as predicted (AUTOMATIC) or
+corrected by a person (SEMIAUTOMATIC), or drawn by a person (MANUAL, no algorithm). Classes absent
+from the label map get no segment, and empty frames are left out.
 
 Frames map to source instances exactly: the label map is on the grid of
 :func:`braunet.io.read_dicom_series`, whose slice ``k`` is
@@ -19,6 +20,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
+from typing import Literal
 
 import highdicom as hd
 import numpy as np
@@ -29,9 +31,10 @@ from braunet._atomic import check_writable_target, write_checked
 from braunet.errors import InputError
 from braunet.io.dicom import read_series_datasets
 
-__all__ = ["SEGMENT_CODES", "segment_codes", "write_dicom_seg"]
+__all__ = ["SEGMENT_CODES", "AlgorithmType", "segment_codes", "write_dicom_seg"]
 
 Coded = Code | hd.sr.CodedConcept
+AlgorithmType = Literal["AUTOMATIC", "SEMIAUTOMATIC", "MANUAL"]  # DICOM's Segment Algorithm Type
 
 _ANATOMY = codes.SCT.AnatomicalStructure  # SCT 91723000
 _ABNORMAL = codes.SCT.MorphologicallyAbnormalStructure  # SCT 49755003
@@ -74,6 +77,7 @@ def write_dicom_seg(
     model_name: str,
     model_version: str | int = "",
     series_number: int = 99,
+    algorithm_type: AlgorithmType = "AUTOMATIC",
 ) -> Path:
     """Write ``labels`` as a binary DICOM Segmentation of the series in folder ``series``.
 
@@ -86,8 +90,10 @@ def write_dicom_seg(
         colours: ``"#rrggbb"`` per class index (the model card's ``class_colors``); ``None`` or
             empty writes no recommended display colour.
         path: the ``.dcm`` file to write (atomically).
-        model_name, model_version: identify the algorithm in every segment.
+        model_name, model_version: identify the algorithm in every segment (MANUAL: unused).
         series_number: the new SEG series' number.
+        algorithm_type: ``"AUTOMATIC"`` (the model's labels as predicted), ``"SEMIAUTOMATIC"``
+            (the model's labels corrected by a person) or ``"MANUAL"`` (drawn by a person).
 
     Returns:
         ``path`` as a Path.
@@ -108,12 +114,16 @@ def write_dicom_seg(
     if unnamed:
         raise InputError(f"{target}: label value {unnamed[0]} has no class name")
 
-    algorithm = hd.AlgorithmIdentificationSequence(
+    kind_of_algorithm = hd.seg.SegmentAlgorithmTypeValues(algorithm_type)
+    manual = kind_of_algorithm == hd.seg.SegmentAlgorithmTypeValues.MANUAL
+    algorithm = None if manual else hd.AlgorithmIdentificationSequence(
         name="BRAU-Net++",
         family=codes.cid7162.ArtificialIntelligence,
         version=f"{model_name} v{model_version}" if model_version != "" else model_name,
         parameters={"model": model_name},
     )
+    made_by = "manual" if manual else model_name
+    what = "Manual" if manual else f"BRAU-Net++ {model_name}"
     descriptions = []
     for number, value in enumerate(present, start=1):
         category, kind = segment_codes(names[value])
@@ -123,10 +133,10 @@ def write_dicom_seg(
                 segment_label=names[value][:64],
                 segmented_property_category=category,
                 segmented_property_type=kind,
-                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_type=kind_of_algorithm,
                 algorithm_identification=algorithm,
                 tracking_uid=hd.UID(),
-                tracking_id=f"{model_name}:{names[value]}"[:64],
+                tracking_id=f"{made_by}:{names[value]}"[:64],
                 display_color=_cielab(colours, value),
             )
         )
@@ -150,12 +160,12 @@ def write_dicom_seg(
             sop_instance_uid=hd.UID(),
             instance_number=1,
             manufacturer="napari-braunet",
-            manufacturer_model_name=f"BRAU-Net++ {model_name}"[:64],
+            manufacturer_model_name=what[:64],
             software_versions=__version__,
             device_serial_number="0",
             content_label="BRAUNET",
-            content_description=f"BRAU-Net++ {model_name} segmentation"[:64],
-            series_description=f"BRAU-Net++ {model_name} segmentation"[:64],
+            content_description=f"{what} segmentation"[:64],
+            series_description=f"{what} segmentation"[:64],
             # reason: an empty SpecificCharacterSet in the source means the default repertoire
             specific_character_set=source.get("SpecificCharacterSet") or None,
         )

@@ -5,7 +5,10 @@ against it, and everything that has to decide from a name alone which files to t
 ``braunet predict`` output names, the napari reader and its ``napari.yaml`` patterns, training-pair
 collection) asks it too; a test checks ``napari.yaml`` against it. Suffixes are lower case and
 matched case-insensitively. A DICOM series is a folder, not a suffix: single DICOM files
-(:data:`DICOM_FILE_SUFFIXES`) are recognised only so that they can be refused with a hint.
+(:data:`DICOM_FILE_SUFFIXES`) are recognised only so that they can be refused with a hint. Label
+maps on a DICOM series are also written as a DICOM Segmentation (:mod:`braunet.io.dicom_seg`), a
+file named with one of :data:`DICOM_SEG_SUFFIXES` (``braunet predict --dicom-seg``, the napari
+SEG writer); it is written, never read.
 
 Example::
 
@@ -22,6 +25,7 @@ from pathlib import Path
 
 __all__ = [
     "DICOM_FILE_SUFFIXES",
+    "DICOM_SEG_SUFFIXES",
     "FORMATS",
     "IMAGE_SUFFIXES",
     "NIFTI",
@@ -66,6 +70,7 @@ FORMATS: tuple[FileFormat, ...] = (
     TIFF,
 )
 DICOM_FILE_SUFFIXES = (".dcm", ".dicom", ".ima")
+DICOM_SEG_SUFFIXES = (".dcm",)  # what a DICOM Segmentation output is named
 
 
 def suffixes(*, is_2d: bool | None = None, writable: bool | None = None) -> tuple[str, ...]:

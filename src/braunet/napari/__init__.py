@@ -1,4 +1,4 @@
-"""The napari plugin: reader, writer, sample data and three dock widgets.
+"""The napari plugin: reader, writers (labels files, DICOM SEG), sample data and three dock widgets.
 
 This subpackage is the only place that imports napari or Qt. Each module has one job:
 

@@ -8,6 +8,11 @@ Each labels layer the widgets work on carries one :class:`EditRecord` (``metadat
 the labels the model last wrote, to tell the user's corrections from predictions. The Segment
 widget updates it when it writes (and keeps corrected slices unless asked to overwrite them),
 the Fine-tune widget reads it to list and select the corrected slices.
+
+A labels layer also carries its class colours (``metadata[CLASS_COLOURS_KEY]``, one ``"#rrggbb"``
+per class, by the one colour rule) and, once a model wrote it, the model's name and version
+(``metadata[MODEL_KEY]``): what the writers put into a palette PNG and a DICOM SEG, whatever the
+Legend widget currently hides.
 """
 
 from __future__ import annotations
@@ -22,10 +27,13 @@ from braunet.io.colour_tables import resolve_colours
 from braunet.napari._geometry import METADATA_KEY, LayerGeometry, layer_from_source, volume_to_layer
 
 __all__ = [
+    "CLASS_COLOURS_KEY",
     "CLASS_NAMES_KEY",
     "EDITS_KEY",
+    "MODEL_KEY",
     "EditRecord",
     "edited_slices",
+    "class_colours_of",
     "class_names_of",
     "image_layer",
     "label_colormap",
@@ -35,6 +43,8 @@ __all__ = [
 ]
 
 CLASS_NAMES_KEY = "braunet_class_names"
+CLASS_COLOURS_KEY = "braunet_class_colours"  # labels metadata: "#rrggbb" per class value
+MODEL_KEY = "braunet_model"  # labels metadata: {"name": ..., "version": ...} of the model that last wrote it
 EDITS_KEY = "braunet_edits"  # labels metadata: the layer's EditRecord
 DEFAULT_CT_WINDOW = "abdomen"
 
@@ -76,6 +86,12 @@ def class_names_of(metadata: dict | None, features: Any = None) -> list[str] | N
     return None
 
 
+def class_colours_of(metadata: dict | None, class_names: Sequence[str]) -> list[str]:
+    """One ``"#rrggbb"`` per class of a labels layer: the colours stored with it when they cover its
+    classes, else :func:`braunet.io.colour_tables.resolve_colours` of its class names."""
+    return resolve_colours(class_names, (metadata or {}).get(CLASS_COLOURS_KEY))
+
+
 def image_layer(volume: Volume, name: str, window: str | None = None) -> tuple[Any, dict, str]:
     """(data, kwargs, "image") for a Volume; CT gets a grey colormap and a window as contrast limits."""
     from braunet.infer import get_window
@@ -106,7 +122,8 @@ def labels_layer(
         "scale": geometry.scale,
         "translate": geometry.translate,
         "axis_labels": geometry.axis_labels,
-        "metadata": {METADATA_KEY: geometry, CLASS_NAMES_KEY: list(class_names)},
+        "metadata": {METADATA_KEY: geometry, CLASS_NAMES_KEY: list(class_names),
+                     CLASS_COLOURS_KEY: resolve_colours(class_names, class_colors)},
         "colormap": label_colormap(class_names, class_colors),
         "features": label_features(class_names),
         "opacity": opacity,

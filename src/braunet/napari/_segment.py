@@ -27,9 +27,19 @@ from magicgui.widgets import (
     SpinBox,
 )  # fmt: skip
 
+from braunet.io.colour_tables import resolve_colours
 from braunet.napari._geometry import METADATA_KEY, layer_from_source, layer_volume
 from braunet.napari._jobs import Job
-from braunet.napari._layers import CLASS_NAMES_KEY, EDITS_KEY, EditRecord, label_colormap, label_features, labels_layer
+from braunet.napari._layers import (
+    CLASS_COLOURS_KEY,
+    CLASS_NAMES_KEY,
+    EDITS_KEY,
+    MODEL_KEY,
+    EditRecord,
+    label_colormap,
+    label_features,
+    labels_layer,
+)
 from braunet.napari._store import ModelStore
 from braunet.napari._widget_tools import (
     OVERLAY_KEY,
@@ -353,6 +363,7 @@ class SegmentWidget(Container):
                 layer.colormap = label_colormap(names, card.class_colors)
                 layer.features = label_features(names)
                 layer.metadata[CLASS_NAMES_KEY] = names
+                layer.metadata[CLASS_COLOURS_KEY] = resolve_colours(names, card.class_colors)
             run = list(range(labels.shape[0])) if slices is None and labels.ndim > 2 else slices
             written = run
             if not overwrite:
@@ -366,6 +377,7 @@ class SegmentWidget(Container):
             changed = write_labels_undoably(layer, labels, written) if written != [] else 0
             verb = "changed"
         layer.metadata[METADATA_KEY] = geometry
+        layer.metadata[MODEL_KEY] = {"name": card.name, "version": card.version}  # what a DICOM SEG names
         EditRecord.of(layer).model_wrote(layer.data, written, key, image.name)
         if conf is not None:
             self._write_confidence(image, geometry, slices, conf)
