@@ -335,6 +335,18 @@ def seen_summary(slices: SliceSet, units: dict[str, str]) -> list[dict[str, Any]
             for e in by_source.values()]  # fmt: skip
 
 
+def subjects_per_class(slices: SliceSet, class_names: list[str]) -> dict[str, int]:
+    """Per foreground class, how many distinct groups (subjects, sequences, images) annotate it.
+
+    A partially labelled set (``SliceSet.known``) counts only for the classes it annotates, so a
+    class learnt from one subject says so even when the model saw many subjects in all.
+    """
+    ids = range(1, len(class_names)) if len(class_names) > 2 else [1]
+    return {class_names[c]: len({g for g, known in zip(slices.groups, slices.known, strict=True)
+                                 if known is None or c in known})
+            for c in ids}  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------------
 
 
@@ -392,7 +404,8 @@ def build(
         name=name, config=architecture, class_names=class_names, class_colors=colors, preprocessing=preprocessing,
         description=description, version=1,
         training={**bundle.info, "command": command, "preset": preset, "initialisation": "random (no pre-training)",
-                  "seen": seen, "validation_seen": seen_summary(val_all, bundle.units)},
+                  "seen": seen, "validation_seen": seen_summary(val_all, bundle.units),
+                  "groups_per_class": subjects_per_class(bundle.train, class_names)},
     )
     config = TrainConfig(
         epochs=100000, max_time_s=minutes * 60, max_steps=max_steps, batch_size=batch_size, lr=1e-3,

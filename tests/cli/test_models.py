@@ -90,3 +90,18 @@ def test_model_tooltip_warns_for_few_subjects_and_unrecorded_data(library):
                                        {"source": "msd", "unit": "CT subject", "count": 5, "slices": 36}])
     tip = model_tooltip(resolve_model("ct-test").card)
     assert "trained on 13 CT subjects (98 slices)" in tip and "color:" not in tip
+
+
+def test_classes_learnt_from_few_subjects_are_named_and_flagged(library, capsys):
+    """15 CT subjects in all, but stomach and aorta annotated on one of them (partial labels): the
+    listing names those classes and flags the model."""
+    _record_seen(library / "ct-test", [{"source": "case01", "unit": "CT subject", "count": 1, "slices": 51},
+                                       {"source": "curvas", "unit": "CT subject", "count": 14, "slices": 62}])
+    card = json.loads((library / "ct-test" / "card.json").read_text())
+    card["training"]["groups_per_class"] = {"liver": 15, "stomach": 1, "aorta": 1, "pancreas": 3, "spleen": 9}
+    (library / "ct-test" / "card.json").write_text(json.dumps(card))
+    assert main(["models", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert row["few_cases"] is True
+    assert row["trained_on"] == ("trained on 15 CT subjects (113 slices); stomach, aorta from 1 CT subject only; "
+                                 "pancreas from 3 CT subjects only")

@@ -48,6 +48,8 @@ def test_ct_smoke_run_writes_a_card_with_subjects_seen_and_resumes(script, tmp_p
     assert set(training["load_average_1min"]) == {"start", "mean", "max", "samples"}
     seen = {s["source"]: s for s in training["seen"]}
     assert set(seen) == {"case01", "dcmqi", "msd", "curvas"} and all(s["unit"] == "CT subject" for s in seen.values())
+    # stomach is annotated on case01 alone; the spleen on case01 and the MSD subjects (partial labels)
+    assert training["groups_per_class"]["stomach"] == 1 and training["groups_per_class"]["spleen"] > 1
     held = {s["source"] for s in training["validation_seen"]}
     assert held == {"case01", "msd", "curvas"}
     # validation by subject: no CURVAS subject or MSD case on both sides

@@ -55,7 +55,9 @@ def training_seen(card) -> tuple[str, bool]:
     ``[{"source", "unit", "count", "slices"}]``): e.g. ``("trained on 1 CT subject (54 slices)", True)``.
 
     The flag is True when a unit that stands for a patient or a video (anything but single images)
-    counts fewer than :data:`FEW_CASES`, or when the card does not record its training data.
+    counts fewer than :data:`FEW_CASES`, or when the card does not record its training data. With
+    partially labelled training sets, ``card.training["groups_per_class"]`` counts the subjects that
+    annotate each class; classes learnt from fewer than :data:`FEW_CASES` are named and flag too.
     """
     seen = card.training.get("seen") if isinstance(card.training, dict) else None
     if not seen:
@@ -70,7 +72,19 @@ def training_seen(card) -> tuple[str, bool]:
         text = f"{count} {unit}{'' if count == 1 else 's'}"
         parts.append(text if slices == count else f"{text} ({slices} slices)")
     few = any(count < FEW_CASES for unit, (count, _) in units.items() if unit != "image")
-    return "trained on " + " + ".join(parts), few
+    text = "trained on " + " + ".join(parts)
+    per_class = card.training.get("groups_per_class") or {}
+    patient_units = [unit for unit in units if unit != "image"]
+    if isinstance(per_class, dict) and patient_units:
+        sparse: dict[int, list[str]] = {}
+        for name, count in per_class.items():
+            if int(count) < FEW_CASES:
+                sparse.setdefault(int(count), []).append(str(name))
+        for count, names in sorted(sparse.items()):
+            unit = patient_units[0]
+            text += f"; {', '.join(names)} from {count} {unit}{'' if count == 1 else 's'} only"
+        few = few or bool(sparse)
+    return text, few
 
 
 def model_tooltip(card) -> str:
