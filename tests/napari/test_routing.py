@@ -150,6 +150,30 @@ def test_routing_on_a_2d_image(make_napari_viewer, qtbot, tiny_rgb_checkpoint):
     assert viewer.layers["routing heatmap"].data.shape == (512, 512)
 
 
+def test_later_clicks_update_the_overlay_without_the_first_drawings_gap(make_napari_viewer, qtbot, tiny_rgb_checkpoint,
+                                                                       monkeypatch):  # fmt: skip
+    """The gap between rectangles and heatmap is for building the layers' visuals; a later click
+    on the same image only updates both layers, on the next turn of the event loop."""
+    from braunet.napari import _routing
+
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "dermoscopy")
+    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    segment.checkpoint.value = str(tiny_rgb_checkpoint)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Routing explorer")
+    widget.image.value = viewer.layers["ISIC_0000198"]
+    assert widget.inspect_world((300.0, 100.0))
+    qtbot.waitUntil(lambda: "query" in widget.last, timeout=60_000)
+    shapes, heat = viewer.layers["routing windows"], viewer.layers["routing heatmap"]
+    monkeypatch.setattr(_routing, "_DRAW_GAP_MS", 600_000)  # a gap now would never end within the test
+    assert widget.inspect_world((50.0, 450.0))  # the routing of this image is cached: drawing only
+    qtbot.waitUntil(lambda: widget.last.get("query") == (50 // 128) * 4 + 450 // 128, timeout=5_000)
+    assert viewer.layers["routing windows"] is shapes and viewer.layers["routing heatmap"] is heat
+    rect = shapes.data[0]
+    np.testing.assert_allclose(rect.min(axis=0), [-0.5, 383.5])
+    assert heat.data[50, 450] == pytest.approx(widget.last["scores"][widget.last["query"]], rel=1e-6)
+
+
 def test_export_round_trip_and_model_comparison(make_napari_viewer, qtbot, tiny_ct_checkpoint, tmp_path):
     """Volume export = record_routing slice by slice; a second model's routed windows give the Jaccard per block."""
     from braunet.infer.routing import route_volume
