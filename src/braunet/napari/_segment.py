@@ -407,7 +407,10 @@ class SegmentWidget(Container):
             layer = self.viewer.layers[name]
             if slices is None:
                 layer.data = conf
-            else:
+            elif layer.metadata.get(OVERLAY_KEY) and isinstance(layer.data, np.ndarray) and layer.data.flags.writeable:
+                layer.data[slices] = conf[slices]  # our own map: the run slices in place, one re-slice of the view
+                layer.refresh()
+            else:  # someone else's array: never written into
                 updated = np.array(layer.data, copy=True)
                 updated[slices] = conf[slices]
                 layer.data = updated
