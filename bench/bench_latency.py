@@ -15,19 +15,23 @@ In a real napari viewer (``show=True``, on Xvfb when there is no display: starte
   computed (one recorded forward pass).
 
 Each record also has ``network_s``: the network alone on the same input in the same process
-(``SliceRunner.logits`` on the prepared slice, same precision, best of ``--repeats`` after a warm-up),
+(``SliceRunner.logits`` on the prepared slice, same precision, best of ``--network-repeats`` after a
+warm-up),
 ``overhead_s`` = ``update_s - network_s``, and ``breakdown``: seconds spent in the widget's steps
 during that action, measured by wrapping them in this process (model loading, input and output
 conversions, preprocessing, the network as run in the action, job creation and thread start-up,
 the queued hand-over to the GUI thread, the layer write, the drawing steps). Spans nest:
-``click_handler`` holds ``job_create`` and ``job_start``; ``predict`` holds ``prepare``, ``network``
+``click_handler`` holds ``job_create`` and ``job_start``, which holds ``progress_bar`` (napari's
+activity-dock bar; its creation and every ``progress_update`` run ``QApplication.processEvents``,
+that is any pending repaint, inside the handler); ``predict`` holds ``prepare``, ``network``
 and ``engine_other`` (input checks, reorientation, label restore). Steps absent from an action are
 left out. Lines are JSON (bench/_common.emit) with the date, CPU, torch threads and load
 average; on a busy machine the numbers are not figures.
 
 Usage: ``python bench/bench_latency.py [--repeats 5] [--network-repeats 5] [--ct PATH] [--frame PATH]
-[--only segment|routing] [--data ct|frame] [--threads N]``. A large CT (e.g. ``msd_spleen_ct/spleen_8_ct.nii.gz``, 512x512)
-shows the per-click cost of whole-volume work that the 122x101x112 default hides.
+[--at 0.85] [--only segment|routing] [--data ct|frame] [--threads N]``. A large CT (e.g.
+``--ct $BRAUNET_DATA_DIR/msd_spleen_ct/spleen_8_ct.nii.gz --at 0.5``, 512x512 slices) shows the
+per-click cost of whole-volume work that the 122x101x112 default hides.
 """
 
 from __future__ import annotations
@@ -147,8 +151,9 @@ class Probe:
 
 def install_probes(probe: Probe) -> None:
     """Wrap the steps of both widgets (before any widget exists: Qt connections hold bound methods)."""
+    import napari.utils
+
     import braunet.infer
-    import braunet.infer.routing
     from braunet.infer.slices import SliceRunner
     from braunet.napari import _routing, _segment
     from braunet.napari._jobs import Job
@@ -161,6 +166,8 @@ def install_probes(probe: Probe) -> None:
     probe.wrap(Job, "__init__", "job_create")
     probe.wrap(Job, "start", "job_start")
     probe.wrap(Job, "_run", "worker")
+    probe.wrap(Job, "_on_progress", "progress_update")  # napari's bar: each update spins the Qt event loop
+    probe.wrap(napari.utils, "cancelable_progress", "progress_bar")  # Job.start imports it when it runs
     probe.wrap(braunet.infer, "predict", "predict")  # the widget imports it when Run is clicked
     probe.wrap(_segment, "layer_volume", "input_to_source")
     probe.wrap(_segment, "layer_from_source", "labels_to_layer")
@@ -244,9 +251,9 @@ def raw_slices(layer: Any, card: Any, k: int | None) -> np.ndarray:
 def breakdown(probe: Probe, worker_threads: set[int] | None = None) -> dict[str, float]:
     """Seconds per step during one action; ``network`` counts only the action's own worker threads."""
     parts: dict[str, float] = {}
-    for label in ("click_handler", "job_create", "job_start", "model_load", "model_copy", "input_to_source",
-                  "predict", "prepare", "labels_to_layer", "route", "write_layer", "draw_rectangles",
-                  "draw_heatmap"):  # fmt: skip
+    for label in ("click_handler", "job_create", "job_start", "progress_bar", "progress_update", "model_load",
+                  "model_copy", "input_to_source", "predict", "prepare", "labels_to_layer", "route", "write_layer",
+                  "draw_rectangles", "draw_heatmap"):  # fmt: skip
         seconds = probe.total(label)
         if seconds:
             parts[label] = seconds

@@ -84,13 +84,14 @@ class Reorientation:
         return np.ascontiguousarray(restored) if contiguous else restored
 
 
-def to_canonical(volume: Volume) -> tuple[np.ndarray, Reorientation]:
+def to_canonical(volume: Volume, *, contiguous: bool = True) -> tuple[np.ndarray, Reorientation]:
     """Return ``volume.array`` reoriented to the closest RAS+ axes, and how to undo it.
 
     2-D images have no patient axes: they come back unchanged with an identity Reorientation.
+    ``contiguous=False`` returns a strided view instead of a copy (for a caller that reads a few slices).
 
     Returns:
-        ``(array, reorientation)`` where ``array`` is C-contiguous with spatial shape
+        ``(array, reorientation)`` where ``array`` is C-contiguous (or the view) with spatial shape
         ``reorientation.canonical_shape`` and ``reorientation.canonical_affine`` maps its voxels
         to the same world points as ``volume.affine`` maps the original ones.
     """
@@ -103,7 +104,7 @@ def to_canonical(volume: Volume) -> tuple[np.ndarray, Reorientation]:
         canonical_affine = volume.affine @ inv_ornt_aff(ornt, shape)
     reorientation = Reorientation(ornt=ornt, original_shape=shape, original_affine=volume.affine.copy(),
                                   canonical_affine=canonical_affine)  # fmt: skip
-    return reorientation.apply(volume.array), reorientation
+    return reorientation.apply(volume.array, contiguous=contiguous), reorientation
 
 
 def _identity_ornt(ndim: int) -> np.ndarray:
