@@ -231,3 +231,28 @@ def test_export_round_trip_and_model_comparison(make_napari_viewer, qtbot, tiny_
                                                            other[name].indices[0, window])))  # fmt: skip
     assert set(widget.last["jaccard"]) == set(expected)
     assert "Jaccard" in widget.overlap.value
+
+
+def test_a_click_on_another_slice_draws_it_once(make_napari_viewer, qtbot, tiny_ct_checkpoint, monkeypatch):
+    """Clicking a point of another slice moves the slider there and draws that slice's routing, once
+    (not again when the slider's debounce timer fires)."""
+    from braunet.napari._routing import RoutingWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "ct_abdomen")
+    image = viewer.layers["CT abdomen"]
+    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    segment.checkpoint.value = str(tiny_ct_checkpoint)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Routing explorer")
+    widget.image.value = image
+    viewer.dims.set_point(0, image.data_to_world((90, 0, 0))[0])
+    assert widget.inspect_world(image.data_to_world((90, 50.0, 60.0)))
+    qtbot.waitUntil(lambda: widget.last.get("slice") == 90, timeout=60_000)
+    drawn = []
+    original = RoutingWidget._draw
+    monkeypatch.setattr(RoutingWidget, "_draw", lambda self, *args: (drawn.append(args[2]), original(self, *args)))
+    assert widget.inspect_world(image.data_to_world((93, 50.0, 60.0)))
+    qtbot.waitUntil(lambda: widget.last.get("slice") == 93, timeout=60_000)
+    qtbot.wait(500)  # past the slider's 150 ms debounce
+    assert drawn == [93]
+    assert np.all(viewer.layers["routing windows"].data[0][:, 0] == 93)

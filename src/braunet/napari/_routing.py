@@ -309,6 +309,7 @@ class RoutingWidget(Container):
             k = int(np.clip(np.round(point[-3]), 0, layer.data.shape[0] - 1))
             if k != current_slice(self.viewer, layer):
                 self.viewer.dims.set_point(0, layer.data_to_world((k, 0, 0))[0])
+                self._slice_timer.stop()  # the slider's debounced redraw: the refresh below draws this slice
         self.refresh()
         return True
 
