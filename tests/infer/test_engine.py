@@ -108,6 +108,27 @@ def test_chosen_slices_only_and_batch_size_does_not_change_labels(ct_model, ct_c
         predict_volume(model, card, ct_crop, slices=[10])
 
 
+@pytest.mark.parametrize("stored", ["LPS", "SRA", "strided"])
+def test_some_slices_read_from_any_voxel_order_as_from_the_canonical_copy(ct_model, ct_crop, stored):
+    """A run of some slices reads them from a view of the input (no whole-volume copy): the labels
+    are exactly those of the same slices read from the RAS volume, however the input is stored."""
+    from nibabel.orientations import apply_orientation, io_orientation
+
+    model, card = ct_model
+    if stored == "LPS":
+        volume = flipped(ct_crop, (0, 1))
+    elif stored == "SRA":
+        volume = permuted(flipped(ct_crop, (1,)), (2, 0, 1))
+    else:  # what the Segment widget hands over: a strided view of a layer, not a contiguous array
+        volume = dataclasses.replace(ct_crop, array=np.repeat(ct_crop.array, 2, axis=0)[::2])
+        assert not volume.array.flags.c_contiguous
+    reference = predict_volume(model, card, ct_crop, slices=[6, 2], batch_size=2)
+    part = predict_volume(model, card, volume, slices=[6, 2], batch_size=2)
+    assert part.slices == [2, 6]
+    to_ras = apply_orientation(part.labels, io_orientation(volume.affine))
+    np.testing.assert_array_equal(to_ras, reference.labels)
+
+
 def test_progress_counts_slices_and_cancel_stops_between_batches(ct_model, ct_crop):
     model, card = ct_model
     calls = []

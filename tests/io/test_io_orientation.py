@@ -103,6 +103,19 @@ def test_to_canonical_and_undo(tmp_path: Path, ct: Volume, name: str) -> None:
     np.testing.assert_array_equal(restored, odd.array)
 
 
+@pytest.mark.parametrize("name", ["LPS", "SRA", "ASL"])
+def test_views_instead_of_copies_hold_the_same_voxels(ct: Volume, name: str) -> None:
+    """``contiguous=False``: the canonical array and the undo are views of their inputs (no copy)."""
+    odd = _variant(ct, name)
+    view, reorientation = to_canonical(odd, contiguous=False)
+    assert np.shares_memory(view, odd.array)
+    np.testing.assert_array_equal(view, ct.array)
+    restored = reorientation.undo(view, contiguous=False)
+    assert np.shares_memory(restored, odd.array)
+    np.testing.assert_array_equal(restored, odd.array)
+    assert np.shares_memory(reorientation.apply(odd.array, contiguous=False), odd.array)
+
+
 @pytest.mark.parametrize("name", ["LPS", "ASL", "oblique-LPS-z30"])
 def test_predictions_go_back_onto_the_input_grid(
     tmp_path: Path, ct: Volume, ct_labels: np.ndarray, name: str

@@ -148,3 +148,20 @@ def test_finetune_cancel_keeps_the_model(make_napari_viewer, qtbot, tiny_ct_chec
     assert finetune.status.value.startswith("Cancelled") and finetune.result is None
     assert not finetune.accept_button.enabled and finetune.accept() is None
     assert len(segment.store.keys()) == before
+
+
+def test_edited_slices_among_some_slices_agrees_with_all(shared_data):
+    """The Segment widget asks only about the slices it runs (one slice, not the volume, per click)."""
+    from braunet.io import read_image
+    from braunet.napari._layers import EditRecord
+
+    labels = read_image(shared_data / "totalseg_ct/case01sm_label_synapse8.nii.gz").array.astype(np.uint8)
+    record = EditRecord(labels)
+    edited = labels.copy()
+    edited[3, 40:60, 5] += 1  # corrections on axis-0 slices 3 and 90
+    edited[90, 10, :] = 9
+    assert record.edited_slices(edited) == [3, 90]
+    assert record.edited_slices(edited, among=[90, 5, 3, 3]) == [3, 90]
+    assert record.edited_slices(edited, among=[4, 89]) == []
+    assert record.edited_slices(edited, among=[]) == []
+    assert record.edited_slices(labels, among=[3]) == []

@@ -150,6 +150,30 @@ def test_routing_on_a_2d_image(make_napari_viewer, qtbot, tiny_rgb_checkpoint):
     assert viewer.layers["routing heatmap"].data.shape == (512, 512)
 
 
+def test_later_clicks_update_the_overlay_without_the_first_drawings_gap(make_napari_viewer, qtbot, tiny_rgb_checkpoint,
+                                                                       monkeypatch):  # fmt: skip
+    """The gap between rectangles and heatmap is for building the layers' visuals; a later click
+    on the same image only updates both layers, on the next turn of the event loop."""
+    from braunet.napari import _routing
+
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "dermoscopy")
+    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    segment.checkpoint.value = str(tiny_rgb_checkpoint)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Routing explorer")
+    widget.image.value = viewer.layers["ISIC_0000198"]
+    assert widget.inspect_world((300.0, 100.0))
+    qtbot.waitUntil(lambda: "query" in widget.last, timeout=60_000)
+    shapes, heat = viewer.layers["routing windows"], viewer.layers["routing heatmap"]
+    monkeypatch.setattr(_routing, "_DRAW_GAP_MS", 600_000)  # a gap now would never end within the test
+    assert widget.inspect_world((50.0, 450.0))  # the routing of this image is cached: drawing only
+    qtbot.waitUntil(lambda: widget.last.get("query") == (50 // 128) * 4 + 450 // 128, timeout=5_000)
+    assert viewer.layers["routing windows"] is shapes and viewer.layers["routing heatmap"] is heat
+    rect = shapes.data[0]
+    np.testing.assert_allclose(rect.min(axis=0), [-0.5, 383.5])
+    assert heat.data[50, 450] == pytest.approx(widget.last["scores"][widget.last["query"]], rel=1e-6)
+
+
 def test_export_round_trip_and_model_comparison(make_napari_viewer, qtbot, tiny_ct_checkpoint, tmp_path):
     """Volume export = record_routing slice by slice; a second model's routed windows give the Jaccard per block."""
     from braunet.infer.routing import route_volume
@@ -207,3 +231,28 @@ def test_export_round_trip_and_model_comparison(make_napari_viewer, qtbot, tiny_
                                                            other[name].indices[0, window])))  # fmt: skip
     assert set(widget.last["jaccard"]) == set(expected)
     assert "Jaccard" in widget.overlap.value
+
+
+def test_a_click_on_another_slice_draws_it_once(make_napari_viewer, qtbot, tiny_ct_checkpoint, monkeypatch):
+    """Clicking a point of another slice moves the slider there and draws that slice's routing, once
+    (not again when the slider's debounce timer fires)."""
+    from braunet.napari._routing import RoutingWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "ct_abdomen")
+    image = viewer.layers["CT abdomen"]
+    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    segment.checkpoint.value = str(tiny_ct_checkpoint)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Routing explorer")
+    widget.image.value = image
+    viewer.dims.set_point(0, image.data_to_world((90, 0, 0))[0])
+    assert widget.inspect_world(image.data_to_world((90, 50.0, 60.0)))
+    qtbot.waitUntil(lambda: widget.last.get("slice") == 90, timeout=60_000)
+    drawn = []
+    original = RoutingWidget._draw
+    monkeypatch.setattr(RoutingWidget, "_draw", lambda self, *args: (drawn.append(args[2]), original(self, *args)))
+    assert widget.inspect_world(image.data_to_world((93, 50.0, 60.0)))
+    qtbot.waitUntil(lambda: widget.last.get("slice") == 93, timeout=60_000)
+    qtbot.wait(500)  # past the slider's 150 ms debounce
+    assert drawn == [93]
+    assert np.all(viewer.layers["routing windows"].data[0][:, 0] == 93)

@@ -237,3 +237,32 @@ def test_precision_setting_reaches_predict(make_napari_viewer, qtbot, tiny_rgb_c
     widget.precision.value = "bf16"
     _run(qtbot, widget)
     assert asked == ["auto", "bf16"] and widget.status.value.endswith("Ran in bf16.")
+
+
+def test_a_slice_run_writes_its_confidence_into_the_same_map(make_napari_viewer, qtbot, tiny_ct_checkpoint):
+    """The confidence of a "current slice" run goes into that slice of the existing map, in place."""
+    from braunet.napari._geometry import layer_from_source, layer_volume
+
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "ct_abdomen")
+    image = viewer.layers["CT abdomen"]
+    widget = _segment_widget(viewer)
+    widget.checkpoint.value = str(tiny_ct_checkpoint)
+    widget.confidence.value = True
+    widget.slice_mode.value = "slice range"
+    widget.first.value, widget.last.value = 60, 61
+    _run(qtbot, widget)
+    confidence = viewer.layers["CT abdomen confidence"]
+    array, before = confidence.data, confidence.data.copy()
+    assert before[60:62].any() and not before[62].any()
+
+    viewer.dims.set_point(0, image.data_to_world((62, 0, 0))[0])
+    widget.slice_mode.value = "current slice"
+    _run(qtbot, widget)
+    assert viewer.layers["CT abdomen confidence"] is confidence and confidence.data is array
+    geometry = image.metadata["braunet"]
+    model, card = load_model(tiny_ct_checkpoint)
+    expected = predict(model, card, layer_volume(image.data, geometry), slices=[62], confidence=True)
+    np.testing.assert_allclose(confidence.data[62], layer_from_source(expected.confidence, geometry)[62], atol=1e-6)
+    np.testing.assert_array_equal(confidence.data[:62], before[:62])
+    np.testing.assert_array_equal(confidence.data[63:], before[63:])

@@ -121,7 +121,9 @@ def predict_volume(
 
     from braunet.io import to_canonical
 
-    canonical, reorientation = to_canonical(volume)
+    # reason: some slices (a "current slice" click) read only those from a view; a copy of the whole
+    # volume would cost more than the network on a large CT. All slices read faster from a contiguous copy.
+    canonical, reorientation = to_canonical(volume, contiguous=slices is None)
     depth = canonical.shape[2]
     indices = _slice_indices(slices, depth, source)
     height, width = view_shape(canonical.shape, recipe.view)

@@ -50,42 +50,48 @@ class Reorientation:
         """True when the original grid already is canonical (nothing to flip or transpose)."""
         return bool(np.array_equal(self.ornt, _identity_ornt(len(self.original_shape))))
 
-    def apply(self, array: np.ndarray) -> np.ndarray:
+    def apply(self, array: np.ndarray, *, contiguous: bool = True) -> np.ndarray:
         """Original grid -> canonical grid, e.g. for a label map read alongside the image.
 
         Args:
             array: ``(*original_shape, ...)``; trailing axes (channels) are left alone.
+            contiguous: False returns a strided view of ``array`` (no copy), for callers that
+                read only some slices of it.
 
         Returns:
             A C-contiguous ``(*canonical_shape, ...)`` array (contiguous so ``torch.from_numpy``
-            accepts it; flips would otherwise leave negative strides).
+            accepts it; flips would otherwise leave negative strides), or the view.
         """
         _check_spatial_shape(array, self.original_shape, "original")
-        return np.ascontiguousarray(apply_orientation(array, self.ornt))
+        reoriented = apply_orientation(array, self.ornt)
+        return np.ascontiguousarray(reoriented) if contiguous else reoriented
 
-    def undo(self, canonical_array: np.ndarray) -> np.ndarray:
+    def undo(self, canonical_array: np.ndarray, *, contiguous: bool = True) -> np.ndarray:
         """Canonical grid -> original grid, exactly (a prediction back onto the input's voxels).
 
         Args:
             canonical_array: ``(*canonical_shape, ...)``; trailing axes (channels) are left alone.
+            contiguous: False returns a strided view of ``canonical_array`` (no copy).
 
         Returns:
-            A C-contiguous ``(*original_shape, ...)`` array.
+            A C-contiguous ``(*original_shape, ...)`` array, or the view.
         """
         _check_spatial_shape(canonical_array, self.canonical_shape, "canonical")
         inverse = np.empty_like(self.ornt)
         for axis, (target, flip) in enumerate(self.ornt):
             inverse[int(target)] = (axis, flip)
-        return np.ascontiguousarray(apply_orientation(canonical_array, inverse))
+        restored = apply_orientation(canonical_array, inverse)
+        return np.ascontiguousarray(restored) if contiguous else restored
 
 
-def to_canonical(volume: Volume) -> tuple[np.ndarray, Reorientation]:
+def to_canonical(volume: Volume, *, contiguous: bool = True) -> tuple[np.ndarray, Reorientation]:
     """Return ``volume.array`` reoriented to the closest RAS+ axes, and how to undo it.
 
     2-D images have no patient axes: they come back unchanged with an identity Reorientation.
+    ``contiguous=False`` returns a strided view instead of a copy (for a caller that reads a few slices).
 
     Returns:
-        ``(array, reorientation)`` where ``array`` is C-contiguous with spatial shape
+        ``(array, reorientation)`` where ``array`` is C-contiguous (or the view) with spatial shape
         ``reorientation.canonical_shape`` and ``reorientation.canonical_affine`` maps its voxels
         to the same world points as ``volume.affine`` maps the original ones.
     """
@@ -98,7 +104,7 @@ def to_canonical(volume: Volume) -> tuple[np.ndarray, Reorientation]:
         canonical_affine = volume.affine @ inv_ornt_aff(ornt, shape)
     reorientation = Reorientation(ornt=ornt, original_shape=shape, original_affine=volume.affine.copy(),
                                   canonical_affine=canonical_affine)  # fmt: skip
-    return reorientation.apply(volume.array), reorientation
+    return reorientation.apply(volume.array, contiguous=contiguous), reorientation
 
 
 def _identity_ornt(ndim: int) -> np.ndarray:

@@ -23,6 +23,7 @@ labels ``(H, W)``, scale 1.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,29 +143,48 @@ def layer_from_canonical(canonical: np.ndarray) -> np.ndarray:
     return to_view(canonical, range(canonical.shape[2]), "radiological")
 
 
-def layer_from_source(array: np.ndarray, geometry: LayerGeometry) -> np.ndarray:
-    """An array on the source grid (a label map, a confidence map) -> C-contiguous layer array."""
+def layer_from_source(array: np.ndarray, geometry: LayerGeometry, slices: Sequence[int] | None = None) -> np.ndarray:
+    """An array on the source grid (a label map, a confidence map) -> C-contiguous layer array.
+
+    ``slices``: convert only these layer slices (axis 0, the canonical axial index) and leave the
+    others 0, for an array that is 0 elsewhere anyway (a prediction of some slices): a "current
+    slice" run then reorders one slice instead of the whole volume, and the zeros elsewhere cost
+    no memory traffic (``np.zeros`` pages are mapped lazily). Ignored for 2-D images.
+    """
     array = np.asarray(array)
     if array.shape[: len(geometry.source_shape)] != geometry.source_shape:
         raise ValueError(f"array of shape {array.shape} is not on the source grid {geometry.source_shape}")
     if geometry.is_2d:
         return np.ascontiguousarray(array)
-    return layer_from_canonical(geometry.reorientation.apply(array))
+    canonical = geometry.reorientation.apply(array, contiguous=False)  # a view: to_view copies what it takes
+    if slices is None:
+        return layer_from_canonical(canonical)
+    index = sorted({int(k) for k in slices})
+    layer = np.zeros(geometry.layer_shape + array.shape[3:], dtype=array.dtype)
+    layer[index] = to_view(canonical, index, "radiological")
+    return layer
 
 
-def layer_to_source(data: np.ndarray, geometry: LayerGeometry) -> np.ndarray:
-    """A layer array (K, J, I) or (H, W) -> C-contiguous array on the source grid (I, J, K) or (H, W)."""
+def layer_to_source(data: np.ndarray, geometry: LayerGeometry, *, contiguous: bool = True) -> np.ndarray:
+    """A layer array (K, J, I) or (H, W) -> C-contiguous array on the source grid (I, J, K) or (H, W).
+
+    ``contiguous=False`` gives a strided view of ``data`` instead of a copy.
+    """
     data = np.asarray(data)
     if data.shape[: len(geometry.layer_shape)] != geometry.layer_shape:
         raise ValueError(f"layer data of shape {data.shape} does not match the layer grid {geometry.layer_shape}")
     if geometry.is_2d:
-        return np.ascontiguousarray(data)
-    return geometry.reorientation.undo(from_view(data, "radiological"))
+        return np.ascontiguousarray(data) if contiguous else data
+    return geometry.reorientation.undo(from_view(data, "radiological"), contiguous=contiguous)
 
 
-def layer_volume(data: np.ndarray, geometry: LayerGeometry) -> Volume:
-    """A layer's array as a Volume on the source grid with the source affine (what the engine takes)."""
-    return dataclasses.replace(geometry.like, array=layer_to_source(data, geometry))
+def layer_volume(data: np.ndarray, geometry: LayerGeometry, *, copy: bool = True) -> Volume:
+    """A layer's array as a Volume on the source grid with the source affine (what the engine takes).
+
+    ``copy=False``: the Volume's array is a strided view of ``data`` (no copy); the engine reorders
+    the voxels it reads itself, so the Segment widget hands it the view and saves a whole-volume copy.
+    """
+    return dataclasses.replace(geometry.like, array=layer_to_source(data, geometry, contiguous=copy))
 
 
 def geometry_from_layer_state(

@@ -162,13 +162,19 @@ class EditRecord:
             record = layer.metadata[EDITS_KEY] = cls(np.asarray(layer.data))
         return record
 
-    def edited_slices(self, data: Any) -> list[int]:
-        """Slices (axis 0; ``[0]`` for a 2-D layer) where ``data`` differ from the baseline."""
+    def edited_slices(self, data: Any, among: Sequence[int] | None = None) -> list[int]:
+        """Slices (axis 0; ``[0]`` for a 2-D layer) where ``data`` differ from the baseline, ascending.
+
+        ``among``: look only at these slices of a 3-D layer (a "current slice" run compares one
+        slice, not the whole volume, on the GUI thread); None looks at all of them.
+        """
         data = np.asarray(data)
         if data.shape != self.baseline.shape:
             return []
         if data.ndim == 2:
             return [0] if np.any(data != self.baseline) else []
+        if among is not None:
+            return [k for k in sorted({int(k) for k in among}) if np.any(data[k] != self.baseline[k])]
         return np.flatnonzero(np.any(data != self.baseline, axis=tuple(range(1, data.ndim)))).tolist()
 
     def selected_slices(self, data: Any) -> list[int]:

@@ -309,6 +309,7 @@ class RoutingWidget(Container):
             k = int(np.clip(np.round(point[-3]), 0, layer.data.shape[0] - 1))
             if k != current_slice(self.viewer, layer):
                 self.viewer.dims.set_point(0, layer.data_to_world((k, 0, 0))[0])
+                self._slice_timer.stop()  # the slider's debounced redraw: the refresh below draws this slice
         self.refresh()
         return True
 
@@ -407,7 +408,9 @@ class RoutingWidget(Container):
 
         reason: the first Shapes and the first float Image layer each build their vispy visuals
         (0.2-0.9 s on a CPU-only machine, plus their first paint); separate turns of the event
-        loop (rectangles, heatmap, its canvas colour bar) keep every GUI stall under 0.3 s.
+        loop (rectangles, heatmap, its canvas colour bar), ``_DRAW_GAP_MS`` apart, keep every GUI
+        stall under 0.3 s. Once both layers exist and keep their shapes, a click only updates
+        them: the heatmap follows on the very next turn, without the gap.
         """
         block = self.block.value
         routes, frame = self._routes[(id(layer), key, k)], self._frames[(id(layer), key, k)]
@@ -424,10 +427,16 @@ class RoutingWidget(Container):
         if q in routed:  # a window often routes to itself: one label, not two on top of each other
             rank = routed.index(q) + 1
             labels[0], labels[rank] = f"Q = {rank}", ""
+        layers = self.viewer.layers
+        shapes = layers[SHAPES_NAME] if SHAPES_NAME in layers else None
+        heat_shape = ((1,) if three_d else ()) + tuple(frame.display_shape)
+        # Both layers stay (as _draw_shapes and _draw_heatmap decide); identity checks fail on napari's viewer proxy.
+        updating = (shapes is not None and len(shapes.data) == len(rectangles) and shapes.ndim == rectangles[0].shape[1]
+                    and HEATMAP_NAME in layers and layers[HEATMAP_NAME].data.shape == heat_shape)  # fmt: skip
         self._draw_shapes(layer, rectangles, labels)
         drawing = (id(layer), key, k, block, q, self.heatmap.value)
         self._drawing = drawing
-        QTimer.singleShot(_DRAW_GAP_MS, lambda: self._finish_draw(drawing, layer, key, k, three_d))
+        QTimer.singleShot(0 if updating else _DRAW_GAP_MS, lambda: self._finish_draw(drawing, layer, key, k, three_d))
 
     def _finish_draw(self, drawing: tuple, layer: Any, key: str, k: int, three_d: bool) -> None:
         with contextlib.suppress(RuntimeError):  # reason: the dock may be closed before the timer fires

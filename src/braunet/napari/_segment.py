@@ -296,7 +296,7 @@ class SegmentWidget(Container):
 
         def work(progress, should_stop):
             model, card = store.load(key, device)
-            volume = layer_volume(np.asarray(data), geometry)
+            volume = layer_volume(np.asarray(data), geometry, copy=False)  # the engine copies what it reads
             prediction = predict(model, card, volume, slices=slices, batch_size=batch_size, device=device,
                                  precision=precision, confidence=confidence, progress=progress,
                                  should_stop=should_stop)  # fmt: skip
@@ -305,8 +305,10 @@ class SegmentWidget(Container):
                 from braunet.cleanup import clean_labels
 
                 source_labels = clean_labels(source_labels)
-            labels = layer_from_source(source_labels, geometry)
-            conf = None if prediction.confidence is None else layer_from_source(prediction.confidence, geometry)
+            # Slices not run are 0 in the prediction: only the run ones are reordered onto the layer grid.
+            labels = layer_from_source(source_labels, geometry, slices=None if cleanup else slices)
+            conf = None if prediction.confidence is None else layer_from_source(prediction.confidence, geometry,
+                                                                                slices=slices)  # fmt: skip
             return labels, conf, card, prediction.precision
 
         job = Job(work, f"Segmenting {layer.name}", parent=self.native)
@@ -367,7 +369,7 @@ class SegmentWidget(Container):
             run = list(range(labels.shape[0])) if slices is None and labels.ndim > 2 else slices
             written = run
             if not overwrite:
-                corrected = set(EditRecord.of(layer).edited_slices(layer.data))
+                corrected = set(EditRecord.of(layer).edited_slices(layer.data, among=slices))
                 if labels.ndim == 2:
                     kept = [0] if corrected else []
                     written = [] if corrected else None
@@ -405,7 +407,10 @@ class SegmentWidget(Container):
             layer = self.viewer.layers[name]
             if slices is None:
                 layer.data = conf
-            else:
+            elif layer.metadata.get(OVERLAY_KEY) and isinstance(layer.data, np.ndarray) and layer.data.flags.writeable:
+                layer.data[slices] = conf[slices]  # our own map: the run slices in place, one re-slice of the view
+                layer.refresh()
+            else:  # someone else's array: never written into
                 updated = np.array(layer.data, copy=True)
                 updated[slices] = conf[slices]
                 layer.data = updated
