@@ -54,7 +54,9 @@ def test_suggested_slices_are_ranked_and_a_click_moves_the_viewer(make_napari_vi
     # The listed scores are the library's on those slices, taken in the model's view.
     model, card = load_model(bundled_ct_model)
     chosen = convert_view(np.asarray(image.data)[panel.suggested], "radiological", card.recipe.view)
-    np.testing.assert_allclose(shown, suggest_slices(model, card, chosen).scores, atol=5e-4)
+    rows_mm, cols_mm = (float(v) for v in image.scale[-2:])  # the widget passes the layer's pixel size in the view
+    pixel_mm = (rows_mm, cols_mm) if card.recipe.view == "radiological" else (cols_mm, rows_mm)
+    np.testing.assert_allclose(shown, suggest_slices(model, card, chosen, pixel_mm=pixel_mm).scores, atol=5e-4)
     for row in (2, 0):
         _click_row(qtbot, panel, row)
         assert current_slice(viewer, image) == panel.suggested[row]

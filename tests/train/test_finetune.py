@@ -77,7 +77,9 @@ def test_bundled_polyp_model_fine_tunes_without_forgetting(bundled_polyp):
     result = finetune(model, card, images, labels, time_budget_s=600, max_steps=15, holdback=0.34, seed=0,
                       anchors=resolve_model("polyp").anchors)
     assert result.details["n_anchors"] >= 4 and result.steps == 15  # the bundled anchors.npz is replayed
-    assert result.anchor_dice_before > 0.8  # the anchors are training frames the model segments well
+    # the anchors are training frames the model segments well (0.734 for the model retrained 2026-12-01, which
+    # saw 1029 frames and images instead of 36, and fits each of them less closely)
+    assert result.anchor_dice_before > 0.7
     assert result.anchor_dice_after > result.anchor_dice_before - 0.05
     assert result.accepted == (result.dice_after > result.dice_before)
 

@@ -51,7 +51,7 @@ from torch import Tensor
 from braunet.errors import InputError
 from braunet.infer.engine import MIN_SIZE, _check_finite, _check_rgb_image, _runner, _source, check_input
 from braunet.infer.slices import Network, Progress, SliceRunner, StopCheck
-from braunet.infer.views import to_view
+from braunet.infer.views import to_view, view_spacing
 from braunet.model import ModelCard
 
 if TYPE_CHECKING:
@@ -167,15 +167,19 @@ def _rank(
     progress: Progress | None,
     should_stop: StopCheck | None,
     what: str,
+    pixel_mm: tuple[float, float] | None = None,
 ) -> Suggestions:
-    """Score slices ``0..count-1`` read by ``read(batch)`` (raw, or prepared inputs) and pick the suggestions."""
+    """Score slices ``0..count-1`` read by ``read(batch)`` (raw, or prepared inputs) and pick the suggestions.
+
+    ``pixel_mm``: the raw slices' pixel size (rows, cols), for a ``spacing_mm`` recipe.
+    """
     if measure not in MEASURES:
         raise InputError(f"unknown uncertainty measure {measure!r}; known: {', '.join(MEASURES)}")
     pick_diverse(np.zeros(0), n, spacing)  # reason: reject a bad n or spacing before the network runs
     scores = np.zeros(count, dtype=np.float64)
     classes: list[list[int]] = [[] for _ in range(count)]
     batches = runner.run(read, range(count), prepared=prepared, progress=progress, should_stop=should_stop,
-                         what=what, probabilities=True)  # fmt: skip
+                         what=what, probabilities=True, spacing=pixel_mm)  # fmt: skip
     for batch, probabilities, _ in batches:
         batch_scores, counts = slice_scores(torch.from_numpy(probabilities), measure=measure, band=band,
                                             min_area=min_area)  # fmt: skip
@@ -228,11 +232,12 @@ def suggest_volume(
     if volume.is_2d:
         raise InputError(f"{source}: expected a 3-D volume, got a 2-D image (rank images with suggest_slices)")
     check_input(card, volume)  # the checks predict makes: kind, modality, 3-D, non-empty, finite, MIN_SIZE
-    canonical, _ = to_canonical(volume)
+    canonical, reorientation = to_canonical(volume)
     runner = _runner(model, card, device=device, amp=amp, precision=precision, batch_size=batch_size)
     return _rank(runner, lambda batch: to_view(canonical, batch, recipe.view), canonical.shape[2], card,
                  prepared=False, n=n, spacing=spacing, measure=measure, band=band, min_area=min_area,
-                 progress=progress, should_stop=should_stop, what=f"{source}: suggestion")  # fmt: skip
+                 progress=progress, should_stop=should_stop, what=f"{source}: suggestion",
+                 pixel_mm=view_spacing(reorientation.canonical_affine, recipe.view))  # fmt: skip
 
 
 def suggest_slices(
@@ -251,6 +256,7 @@ def suggest_slices(
     precision: str | None = None,
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
+    pixel_mm: tuple[float, float] | None = None,
 ) -> Suggestions:
     """Rank 2-D slices or images by the model's uncertainty; suggest ``n`` to correct.
 
@@ -263,6 +269,8 @@ def suggest_slices(
             unrelated images; use more for the slices of a volume or the frames of a video.
         n, measure, band, min_area, batch_size, device, amp, precision, progress, should_stop: as for
             :func:`suggest_volume`.
+        pixel_mm: the slices' pixel size (rows, cols) in mm, one for all; needed by a model whose
+            recipe resamples to fixed-size pixels (``spacing_mm``, e.g. the bundled CT model).
 
     Raises:
         InputError: an item that is not a 2-D slice/image the model takes (shape, dtype, NaN/Inf,
@@ -276,8 +284,8 @@ def suggest_slices(
 
     def read(batch: list[int]) -> Tensor:  # prepared here: the items may differ in size
         if isinstance(items, np.ndarray):
-            return runner.prepare(np.ascontiguousarray(items[batch]))
-        return torch.cat([runner.prepare(np.asarray(items[k])[None]) for k in batch])
+            return runner.prepare(np.ascontiguousarray(items[batch]), pixel_mm)
+        return torch.cat([runner.prepare(np.asarray(items[k])[None], pixel_mm) for k in batch])
 
     return _rank(runner, read, len(items), card, prepared=True, n=n, spacing=spacing, measure=measure, band=band,
                  min_area=min_area, progress=progress, should_stop=should_stop, what="suggestion")  # fmt: skip

@@ -77,13 +77,15 @@ class SuggestWidget(Container):
             return None
         store, device = self.store, self.device.value
         n, spacing = int(self.count.value), int(self.spacing.value)
+        rows_mm, cols_mm = (float(v) for v in np.asarray(layer.scale, dtype=float)[-2:])  # read in mm, as Segment does
 
         def work(progress, should_stop):
             model, card = store.load(key, device)
             # reason: a view, not a copy; suggest_slices copies one batch of slices at a time
             slices = convert_view(data, "radiological", card.recipe.view) if three_d else [data]
+            pixel_mm = (rows_mm, cols_mm) if card.recipe.view == "radiological" else (cols_mm, rows_mm)  # ras: transposed
             return suggest_slices(model, card, slices, n=n, spacing=spacing if three_d else 1, device=device,
-                                  progress=progress, should_stop=should_stop)  # fmt: skip
+                                  progress=progress, should_stop=should_stop, pixel_mm=pixel_mm)  # fmt: skip
 
         job = Job(work, f"Ranking the slices of {layer.name}", parent=self.native)
         job.done.connect(lambda found: self._show(found, layer, key))
