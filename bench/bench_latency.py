@@ -224,12 +224,16 @@ def settle(seconds: float = 0.3) -> None:
 
 
 # -- the network alone -----------------------------------------------------------------------------
-def network_alone(model: Any, card: Any, raw: np.ndarray, repeats: int, **runner_options: Any) -> tuple[float, str]:
-    """Best-of ``repeats`` seconds of ``SliceRunner.logits`` on the prepared ``raw`` (B, H, W[, 3]); and its precision."""
+def network_alone(model: Any, card: Any, raw: np.ndarray, repeats: int, pixel_mm: tuple[float, float] | None = None,
+                  **runner_options: Any) -> tuple[float, str]:  # fmt: skip
+    """Best-of ``repeats`` seconds of ``SliceRunner.logits`` on the prepared ``raw`` (B, H, W[, 3]); and its precision.
+
+    ``pixel_mm``: the slices' pixel size (rows, cols) in the model's view, for a ``spacing_mm`` recipe.
+    """
     from braunet.infer.slices import SliceRunner
 
     runner = SliceRunner(model, card.recipe, card.config.img_size, card.config.num_classes, **runner_options)
-    x = runner.prepare(raw)
+    x = runner.prepare(raw, pixel_mm)
     runner.logits(x)  # warm-up
     best = float("inf")
     for _ in range(repeats):
@@ -246,6 +250,12 @@ def raw_slices(layer: Any, card: Any, k: int | None) -> np.ndarray:
     if k is None:
         return np.asarray(layer.data)[None]
     return np.ascontiguousarray(convert_view(np.asarray(layer.data[k])[None], "radiological", card.recipe.view))
+
+
+def view_pixel_mm(layer: Any, card: Any) -> tuple[float, float]:
+    """The layer's in-plane (row, col) scale in the model's view (the ras view is a transpose), as the widgets read it."""
+    rows, cols = (float(v) for v in np.asarray(layer.scale, dtype=float)[-2:])
+    return (rows, cols) if card.recipe.view == "radiological" else (cols, rows)
 
 
 def breakdown(probe: Probe, worker_threads: set[int] | None = None) -> dict[str, float]:
@@ -315,7 +325,7 @@ def bench_segment(kind: str, path: Path, probe: Probe, repeats: int, network_rep
             steps = breakdown(probe)
             model, card = widget.store.load(MODELS[kind])
             network, precision = network_alone(model, card, raw_slices(image, card, k), repeats=network_repeats,
-                                               precision=str(widget.precision.value),
+                                               pixel_mm=view_pixel_mm(image, card), precision=str(widget.precision.value),
                                                bf16_validated=_validated(card))  # fmt: skip
             update = updated - clicked
             emit(bench="latency", widget="segment", data=kind, image=path.name, shape=list(image.data.shape),
@@ -384,7 +394,8 @@ def bench_routing(kind: str, path: Path, probe: Probe, repeats: int, network_rep
             if model is None:
                 model, card = widget.private_model(widget.model.value)
             network, precision = network_alone(model, card, raw_slices(image, card, k if three_d else None),
-                                               repeats=network_repeats, amp=False)  # fmt: skip
+                                               repeats=network_repeats, pixel_mm=view_pixel_mm(image, card),
+                                               amp=False)  # fmt: skip
             update = updated - clicked
             record = dict(bench="latency", widget="routing", data=kind, image=path.name,
                           shape=list(image.data.shape), model=MODELS[kind], click=click, slice=k if three_d else None,
