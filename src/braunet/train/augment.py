@@ -82,7 +82,15 @@ def _check(image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> Pa
 def _resample(
     image: np.ndarray, order: int, warp: Callable[[np.ndarray, int], np.ndarray]
 ) -> np.ndarray:
-    """Apply the 2-D ``warp(plane, order)`` to each channel of an (H, W) or (H, W, C) image.
+    """Apply the 2-D ``warp(plane, order)`` to each channel of an (H, W) or (H, W, C) image."""
+    return _warp_each_channel(image, order, lambda plane, _channel: warp(plane, order))
+
+
+def _warp_each_channel(
+    image: np.ndarray, order: int, warp: Callable[[np.ndarray, int], np.ndarray]
+) -> np.ndarray:
+    """``warp(plane, channel)`` on each channel of an (H, W) (channel 0) or (H, W, C) image, interpolating
+    at ``order``: integer images are warped as float32 and rounded back into their dtype's range.
 
     reason: one 2-D call per channel keeps spline prefiltering from mixing channels.
     """
@@ -90,9 +98,9 @@ def _resample(
     if order > 0 and not np.issubdtype(image.dtype, np.floating):
         work = image.astype(np.float32)  # reason: integer outputs would truncate, not round
     if work.ndim == 2:
-        out = warp(work, order)
+        out = warp(work, 0)
     else:
-        out = np.stack([warp(work[..., c], order) for c in range(work.shape[-1])], axis=-1)
+        out = np.stack([warp(work[..., c], c) for c in range(work.shape[-1])], axis=-1)
     if out.dtype != image.dtype:
         if np.issubdtype(image.dtype, np.integer):
             info = np.iinfo(image.dtype)
@@ -477,22 +485,11 @@ def _warp_channels(
 ) -> np.ndarray:
     """``map_coordinates`` on each channel of an (H, W) or (H, W, C) image with a fill per channel."""
 
-    def one(plane: np.ndarray, fill: float) -> np.ndarray:
-        return ndimage.map_coordinates(plane, coords, order=order, mode=mode, cval=fill, prefilter=order > 1)
+    def one(plane: np.ndarray, channel: int) -> np.ndarray:
+        return ndimage.map_coordinates(plane, coords, order=order, mode=mode, cval=float(fills[channel]),
+                                       prefilter=order > 1)  # fmt: skip
 
-    work = image
-    if order > 0 and not np.issubdtype(image.dtype, np.floating):
-        work = image.astype(np.float32)  # reason: integer outputs would truncate, not round
-    if work.ndim == 2:
-        out = one(work, float(fills[0]))
-    else:
-        out = np.stack([one(work[..., c], float(fills[c])) for c in range(work.shape[-1])], axis=-1)
-    if out.dtype != image.dtype:
-        if np.issubdtype(image.dtype, np.integer):
-            info = np.iinfo(image.dtype)
-            out = np.clip(np.rint(out), info.min, info.max)
-        out = out.astype(image.dtype)
-    return out
+    return _warp_each_channel(image, order, one)
 
 
 def random_warp(
