@@ -9,18 +9,13 @@ training cannot drift apart.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from braunet.train.evaluate import evaluate_slices
 from braunet.zoo import resolve_model
-
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "train_bundled.py"
+from tests.train._shared import load_train_bundled
 
 # model -> validation source -> {class name or "mean": floor}. Measured figures: models/<name>/card.json
 # and models/README.md; floors are the measured Dice minus 0.03 (0.05 for classes scored on one subject).
@@ -47,11 +42,7 @@ def script(shared_data):
     """scripts/train_bundled.py as a module, reading the shared data folder."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BRAUNET_DATA_DIR", str(shared_data))
-        spec = importlib.util.spec_from_file_location("train_bundled_splits", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["train_bundled_splits"] = module
-        spec.loader.exec_module(module)
-        yield module
+        yield load_train_bundled()
 
 
 @pytest.mark.parametrize("name", sorted(FLOORS))

@@ -3,26 +3,19 @@ card that records what was seen, and a resume that continues the same run."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from braunet.model import load_checkpoint
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_bundled.py"
+from tests.train._shared import load_train_bundled
 
 
 @pytest.fixture(scope="module")
 def script(shared_data, monkeypatch_module):
     monkeypatch_module.setenv("BRAUNET_DATA_DIR", str(shared_data))
-    spec = importlib.util.spec_from_file_location("train_bundled", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_bundled"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_train_bundled()
 
 
 @pytest.fixture(scope="module")
