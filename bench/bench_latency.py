@@ -252,12 +252,6 @@ def raw_slices(layer: Any, card: Any, k: int | None) -> np.ndarray:
     return np.ascontiguousarray(convert_view(np.asarray(layer.data[k])[None], "radiological", card.recipe.view))
 
 
-def view_pixel_mm(layer: Any, card: Any) -> tuple[float, float]:
-    """The layer's in-plane (row, col) scale in the model's view (the ras view is a transpose), as the widgets read it."""
-    rows, cols = (float(v) for v in np.asarray(layer.scale, dtype=float)[-2:])
-    return (rows, cols) if card.recipe.view == "radiological" else (cols, rows)
-
-
 def breakdown(probe: Probe, worker_threads: set[int] | None = None) -> dict[str, float]:
     """Seconds per step during one action; ``network`` counts only the action's own worker threads."""
     parts: dict[str, float] = {}
@@ -294,6 +288,8 @@ def start_slice(depth: int, at: float) -> int:
 def bench_segment(kind: str, path: Path, probe: Probe, repeats: int, network_repeats: int, at: float) -> None:
     import napari
 
+    from braunet.napari._geometry import view_pixel_mm
+
     viewer = napari.Viewer(show=True)
     try:
         image = viewer.open(path, plugin=PLUGIN)[0]
@@ -325,7 +321,8 @@ def bench_segment(kind: str, path: Path, probe: Probe, repeats: int, network_rep
             steps = breakdown(probe)
             model, card = widget.store.load(MODELS[kind])
             network, precision = network_alone(model, card, raw_slices(image, card, k), repeats=network_repeats,
-                                               pixel_mm=view_pixel_mm(image, card), precision=str(widget.precision.value),
+                                               pixel_mm=view_pixel_mm(image.scale, card.recipe.view),
+                                               precision=str(widget.precision.value),
                                                bf16_validated=_validated(card))  # fmt: skip
             update = updated - clicked
             emit(bench="latency", widget="segment", data=kind, image=path.name, shape=list(image.data.shape),
@@ -356,6 +353,8 @@ class _Press:
 def bench_routing(kind: str, path: Path, probe: Probe, repeats: int, network_repeats: int, at: float) -> None:
     import napari
     from napari.utils.interactions import mouse_press_callbacks
+
+    from braunet.napari._geometry import view_pixel_mm
 
     viewer = napari.Viewer(show=True)
     try:
@@ -394,7 +393,7 @@ def bench_routing(kind: str, path: Path, probe: Probe, repeats: int, network_rep
             if model is None:
                 model, card = widget.private_model(widget.model.value)
             network, precision = network_alone(model, card, raw_slices(image, card, k if three_d else None),
-                                               repeats=network_repeats, pixel_mm=view_pixel_mm(image, card),
+                                               repeats=network_repeats, pixel_mm=view_pixel_mm(image.scale, card.recipe.view),
                                                amp=False)  # fmt: skip
             update = updated - clicked
             record = dict(bench="latency", widget="routing", data=kind, image=path.name,

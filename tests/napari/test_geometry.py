@@ -16,6 +16,7 @@ from braunet.napari._geometry import (
     layer_from_source,
     layer_to_source,
     layer_volume,
+    view_pixel_mm,
     volume_to_layer,
 )
 from braunet.napari._routing_map import SliceFrame, routing_frequency
@@ -159,7 +160,8 @@ def test_fixed_spacing_frame_follows_the_recipe_resampling(view, shape, pixel_mm
 
     recipe = parse_preprocessing({"kind": "ct", "clip_hu": [-125, 275], "mean": 0.5, "std": 0.5, "spacing_mm": 1.75,
                                   "view": view})  # fmt: skip
-    view_mm = pixel_mm if view == "radiological" else pixel_mm[::-1]
+    view_mm = view_pixel_mm((3.0, *pixel_mm), view)  # a layer scale (slices, rows, cols) in the model's view
+    assert view_mm == (pixel_mm if view == "radiological" else pixel_mm[::-1])  # ras: a transpose
     frame = SliceFrame(shape, view, 224, 7, "bilinear", spacing_mm=1.75, pixel_mm=view_mm)
     for r, c in ((shape[0] // 3, shape[1] // 2), (shape[0] // 2 + 7, shape[1] // 4)):
         display = np.full(shape, -1000.0, np.float32)

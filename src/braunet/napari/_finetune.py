@@ -44,7 +44,7 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QHBoxLayout, QWidget
 
 from braunet.infer.views import convert_view
-from braunet.napari._geometry import METADATA_KEY
+from braunet.napari._geometry import METADATA_KEY, view_pixel_mm
 from braunet.napari._jobs import Job
 from braunet.napari._layers import EDITS_KEY, EditRecord
 from braunet.napari._loss_curve import LossCurve
@@ -334,8 +334,7 @@ class FinetuneWidget(Container):
             return None
         if METADATA_KEY not in image.metadata and not card.recipe.spacing_mm:
             return None
-        rows, cols = (float(v) for v in image.scale[-2:])
-        pair = (rows, cols) if card.recipe.view == "radiological" else (cols, rows)
+        pair = view_pixel_mm(image.scale, card.recipe.view)
         return [pair] * count
 
     def train(self, value: Any = None) -> Job | None:

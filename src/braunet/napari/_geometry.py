@@ -39,6 +39,7 @@ __all__ = [
     "layer_from_source",
     "layer_to_source",
     "layer_volume",
+    "view_pixel_mm",
     "volume_to_layer",
 ]
 
@@ -224,3 +225,10 @@ def _identity(volume: Volume) -> Reorientation:
     ornt = np.array([[axis, 1.0] for axis in range(ndim)])
     return Reorientation(ornt=ornt, original_shape=volume.spatial_shape, original_affine=volume.affine.copy(),
                          canonical_affine=volume.affine.copy())  # fmt: skip
+
+
+def view_pixel_mm(scale: Any, view: str) -> tuple[float, float]:
+    """A layer's in-plane scale (its last two entries: display rows, columns) as the pixel size (rows, cols)
+    of the slice in a model's ``view``, read in mm as the Segment widget reads it (``"ras"`` is a transpose)."""
+    rows, cols = (float(v) for v in np.asarray(scale, dtype=float)[-2:])
+    return (rows, cols) if view == "radiological" else (cols, rows)

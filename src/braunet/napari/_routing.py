@@ -35,6 +35,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
 from qtpy.QtCore import QTimer
 
+from braunet.napari._geometry import view_pixel_mm
 from braunet.napari._jobs import Job
 from braunet.napari._routing_map import SliceFrame, routing_frequency
 from braunet.napari._store import ModelStore
@@ -343,8 +344,8 @@ class RoutingWidget(Container):
         self._start(layer, missing, k, three_d)
 
     def _frame(self, card: Any, display_shape: tuple[int, int], three_d: bool,
-               display_mm: tuple[float, float] = (1.0, 1.0)) -> SliceFrame:  # fmt: skip
-        """The frame of a displayed slice for this model; ``display_mm``: the layer's (row, col) scale in mm."""
+               scale: tuple[float, ...] = (1.0, 1.0)) -> SliceFrame:  # fmt: skip
+        """The frame of a displayed slice for this model; ``scale``: the image layer's scale."""
         recipe, config = card.recipe, card.config
         if (recipe.kind == "ct") != three_d:
             from braunet.errors import InputError
@@ -353,31 +354,29 @@ class RoutingWidget(Container):
             raise InputError(f"{self.image.value.name if self.image.value else 'image'}: model {card.name!r} "
                              f"segments {kind}")  # fmt: skip
         view = recipe.view if three_d else "radiological"
-        rows, cols = (float(v) for v in display_mm)
-        pixel_mm = (rows, cols) if view == "radiological" else (cols, rows)  # reason: the ras view is a transpose
         return SliceFrame(display_shape, view, config.img_size, config.n_win, recipe.resize,
-                          spacing_mm=recipe.spacing_mm, pixel_mm=pixel_mm)  # fmt: skip
+                          spacing_mm=recipe.spacing_mm, pixel_mm=view_pixel_mm(scale, view))  # fmt: skip
 
-    def _route(self, key: str, display_slices: np.ndarray, three_d: bool, display_mm: tuple[float, float] = (1.0, 1.0),
+    def _route(self, key: str, display_slices: np.ndarray, three_d: bool, scale: tuple[float, ...] = (1.0, 1.0),
                **kwargs: Any) -> tuple[SliceFrame, dict]:  # fmt: skip
         """Worker thread: (frame, {block: BlockRouting}) of displayed slices (S, H, W[, 3]) for model ``key``.
 
-        ``display_mm``: the layer's (row, col) scale, read in mm as the Segment widget reads it.
+        ``scale``: the image layer's scale (its in-plane pixel size, :func:`view_pixel_mm`).
         """
         from braunet.infer.routing import route_slices
 
         model, card = self.private_model(key)
-        frame = self._frame(card, display_slices.shape[1:3], three_d, display_mm)
+        frame = self._frame(card, display_slices.shape[1:3], three_d, scale)
         raw = np.stack([frame.display_slice_to_view(s) for s in display_slices])
         with self._forward_lock:
             return frame, route_slices(model, card, raw, spacing=frame.pixel_mm, **kwargs)
 
     def _start(self, layer: Any, keys: list[str], k: int, three_d: bool) -> None:
         display = np.asarray(layer.data[k] if three_d else layer.data)[None]
-        display_mm = _display_mm(layer)
+        scale = tuple(layer.scale)
 
         def work(progress, should_stop):
-            return {key: self._route(key, display, three_d, display_mm) for key in keys}
+            return {key: self._route(key, display, three_d, scale) for key in keys}
 
         job = Job(work, f"Routing of slice {k}", parent=self.native)
         job.done.connect(lambda result: self._store_routes(layer, k, result))
@@ -583,11 +582,11 @@ class RoutingWidget(Container):
             return None
         layer, key, k, three_d = context
         slices = list(range(layer.data.shape[0])) if three_d and whole_volume else [k]
-        data, display_mm = layer.data, _display_mm(layer)
+        data, scale = layer.data, tuple(layer.scale)
 
         def work(progress, should_stop):
             display = np.asarray(data[slices] if three_d else data[None])
-            frame, blocks = self._route(key, display, three_d, display_mm, progress=progress, should_stop=should_stop)
+            frame, blocks = self._route(key, display, three_d, scale, progress=progress, should_stop=should_stop)
             card = self.private_model(key)[1]
             about = {"image": layer.name, "model": key, "model_name": card.name,
                      "model_version": getattr(card, "version", None), "slices": slices if three_d else None,
@@ -603,9 +602,3 @@ class RoutingWidget(Container):
         self.status.value = f"Exporting the routing of {len(slices)} slice(s)..."
         job.start()
         return job
-
-
-def _display_mm(layer: Any) -> tuple[float, float]:
-    """A layer's in-plane (row, col) scale: the displayed slice's pixel size, in mm for our volumes."""
-    rows, cols = (float(v) for v in np.asarray(layer.scale, dtype=float)[-2:])
-    return rows, cols

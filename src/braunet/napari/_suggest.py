@@ -16,6 +16,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, Select, SpinBox
 
 from braunet.infer.views import convert_view
+from braunet.napari._geometry import view_pixel_mm
 from braunet.napari._jobs import Job
 from braunet.napari._store import ModelStore
 from braunet.napari._widget_tools import wrap_labels
@@ -77,15 +78,15 @@ class SuggestWidget(Container):
             return None
         store, device = self.store, self.device.value
         n, spacing = int(self.count.value), int(self.spacing.value)
-        rows_mm, cols_mm = (float(v) for v in np.asarray(layer.scale, dtype=float)[-2:])  # read in mm, as Segment does
+        scale = tuple(layer.scale)
 
         def work(progress, should_stop):
             model, card = store.load(key, device)
             # reason: a view, not a copy; suggest_slices copies one batch of slices at a time
             slices = convert_view(data, "radiological", card.recipe.view) if three_d else [data]
-            pixel_mm = (rows_mm, cols_mm) if card.recipe.view == "radiological" else (cols_mm, rows_mm)  # ras: transposed
             return suggest_slices(model, card, slices, n=n, spacing=spacing if three_d else 1, device=device,
-                                  progress=progress, should_stop=should_stop, pixel_mm=pixel_mm)  # fmt: skip
+                                  progress=progress, should_stop=should_stop,
+                                  pixel_mm=view_pixel_mm(scale, card.recipe.view))  # fmt: skip
 
         job = Job(work, f"Ranking the slices of {layer.name}", parent=self.native)
         job.done.connect(lambda found: self._show(found, layer, key))
