@@ -64,8 +64,12 @@ def main() -> None:
                         help="fine-tuning seeds (holdback split, sampling, augmentation); one line each")
     parser.add_argument("--blend", type=float, default=None,
                         help="share of the fine-tuning update kept (default: finetune's; 1 = no blend)")
+    parser.add_argument("--holdback-by", default=None, choices=("slices", "blocks"),
+                        help="what the round holds back to judge itself (default: finetune's)")
     args = parser.parse_args()
-    extra = {} if args.blend is None else {"blend": args.blend}
+    extra: dict = {} if args.blend is None else {"blend": args.blend}
+    if args.holdback_by:
+        extra["holdback_by"] = args.holdback_by
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -84,17 +88,22 @@ def main() -> None:
         wall = time.perf_counter() - start
         after = evaluate_slices(result.model, card, scored).mean_dice
         val_after = evaluate_slices(result.model, card, validation).mean_dice
+        # what the round's copy would have given, kept or not: tells a wrong rejection from a bad round
+        candidate = evaluate_slices(result.candidate, card, scored).mean_dice
+        candidate_val = evaluate_slices(result.candidate, card, validation).mean_dice
         runs.append({"mode": mode, "wall_s": wall, "gain": after - before, "val_change": val_after - val_before,
-                     "accepted": result.accepted, "blend": result.details["blend"]})
+                     "accepted": result.accepted, "blend": result.details["blend"],
+                     "candidate_gain": candidate - before, "candidate_val_change": candidate_val - val_before})
         emit(
             bench="finetune", model=f"{card.name}@{card.version}", mode=mode, seed=seed, time_budget_s=args.budget,
-            blend=result.details["blend"],
+            blend=result.details["blend"], holdback_by=result.details["heldout"],
             wall_s=round(wall, 2), wall_ratio_to_target=round(wall / TARGET_WALL_S, 3), steps=result.steps,
             accepted=result.accepted, heldout_dice_before=round(result.dice_before, 4),
             heldout_dice_after=round(result.dice_after, 4), n_corrected=len(corrected), n_scored=len(scored),
             dice_before=round(before, 4), dice_after=round(after, 4), gain=round(after - before, 4),
             gain_target=TARGET_GAIN, val_dice_before=round(val_before, 4), val_dice_after=round(val_after, 4),
             val_change=round(val_after - val_before, 4), val_drop_target=TARGET_VAL_DROP,
+            candidate_gain=round(candidate - before, 4), candidate_val_change=round(candidate_val - val_before, 4),
             anchor_dice_before=result.anchor_dice_before, anchor_dice_after=result.anchor_dice_after,
             threads=torch.get_num_threads(), load_avg_1min=os.getloadavg()[0],
         )
@@ -108,6 +117,8 @@ def main() -> None:
             mean_gain=round(mean_gain, 4), min_gain=round(min(r["gain"] for r in mine), 4),
             mean_val_change=round(mean_val_change, 4), min_val_change=round(min(r["val_change"] for r in mine), 4),
             accepted=sum(r["accepted"] for r in mine),
+            mean_candidate_gain=round(sum(r["candidate_gain"] for r in mine) / len(mine), 4),
+            mean_candidate_val_change=round(sum(r["candidate_val_change"] for r in mine) / len(mine), 4),
             meets_targets=bool(
                 max(r["wall_s"] for r in mine) <= TARGET_WALL_S
                 and mean_gain >= TARGET_GAIN

@@ -51,7 +51,7 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,8 +69,9 @@ from braunet.classes import (  # noqa: E402
     SYNAPSE8_CLASSES,
     SYNAPSE8_COLORS,
 )
-from braunet.infer.preprocess import official_preprocessing  # noqa: E402
-from braunet.model import ModelCard, get_preset, save_checkpoint  # noqa: E402
+from braunet.infer.preprocess import TTA_FLIPS, official_preprocessing  # noqa: E402
+from braunet.model import ModelCard, get_preset, load_checkpoint, save_checkpoint  # noqa: E402
+from braunet.model.checkpoint import write_card  # noqa: E402
 from braunet.train.anchors import save_anchors  # noqa: E402
 from braunet.train.evaluate import evaluate_slices  # noqa: E402
 from braunet.train.loop import describe_hardware  # noqa: E402
@@ -355,17 +356,57 @@ BUILDERS: dict[str, Callable[[Path, int | None], Bundle]] = {
 }
 
 
+def score_held_out(model: Any, card: ModelCard, bundle: Bundle) -> None:
+    """Write each held-out source's Dice (and HD95) into ``card.metrics``, as the model predicts with this card.
+
+    The one place the cards' held-out figures come from: after training, and after a change to how
+    the model predicts (``--rescore``, e.g. test-time flips), so a card always reports what its own
+    recipe gives.
+    """
+    scored = {**{f"validation_{k}": v for k, v in bundle.val.items()}, **bundle.extra_eval}
+    for key, slices in scored.items():
+        if len(slices):
+            card.metrics[key] = evaluate_slices(model, card, slices).to_json_dict()
+    card.metrics["note"] = (
+        "validation: the checkpoint chosen by the pooled validation Dice at the network resolution, per class over "
+        "the slices that annotate it; validation_<source>: each held-out source scored at the images' own "
+        "resolution (3-D per case for CT volumes, per slice or image otherwise), HD95 in mm (pixels for photographs)"
+        + (f", with the test-time flips {', '.join(card.recipe.tta)}" if card.recipe.tta else "")
+    )
+
+
+def rescore(name: str, folder: Path, tta: Sequence[str] | None = None, limit: int | None = None) -> dict[str, Any]:
+    """Re-score the model in ``folder`` on its held-out sources and rewrite its card (weights untouched).
+
+    ``tta``: the test-time flips its card records from now on (None keeps the card's); ``limit``:
+    the first few slices of every source (a smoke run).
+    """
+    model, card = load_checkpoint(folder)
+    if tta is not None:
+        card.preprocessing = {**card.preprocessing, "tta": list(tta)}
+        if not tta:
+            del card.preprocessing["tta"]
+        card = ModelCard.from_dict(card.to_dict())  # reason: re-parse the recipe the card now records
+    score_held_out(model, card, BUILDERS[name](data_dir(), limit))
+    write_card(card, folder)
+    summary = {"model": name, "folder": str(folder), "tta": list(card.recipe.tta),
+               **{k: v.get("mean_dice") for k, v in card.metrics.items() if isinstance(v, dict) and "mean_dice" in v}}
+    print(summary, flush=True)
+    return summary
+
+
 def build(
     name: str, minutes: float, work: Path, seed: int, max_steps: int | None = None, threads: int = 0,
     resume: bool = False, *, out: Path | None = None, device: str = "auto", preset: str | None = None,
     batch_size: int = 8, augment: str = "site", augment_strength: float = 1.0, state_minutes: float = 3.0,
-    limit: int | None = None, val_every: int | None = None,
+    limit: int | None = None, val_every: int | None = None, tta: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train one bundled model and write it to ``out/<name>`` (default ``models/``); see the module docstring.
 
     ``augment`` is :class:`braunet.train.trainer.TrainConfig`'s: "site" (the site-variation policy of
     :func:`braunet.train.augment.site_augment` at ``augment_strength``), "auto", "ct", "rgb" or "none".
-    ``limit`` keeps the first few slices of every source (a smoke run).
+    ``limit`` keeps the first few slices of every source (a smoke run). ``tta``: test-time flips the
+    card records (its held-out figures are scored with them).
     """
     import torch
 
@@ -384,6 +425,8 @@ def build(
         class_names, colors = ((list(POLYP_CLASSES), list(POLYP_COLORS)) if name == "polyp"
                                else (list(LESION_CLASSES), list(LESION_COLORS)))  # fmt: skip
         topic = "polyps in colonoscopy frames" if name == "polyp" else "skin lesions in dermoscopy images"
+    if tta:  # reason: only how it predicts; training and its validation run the plain pass
+        preprocessing = {**preprocessing, "tta": list(tta)}
     architecture = get_preset(preset, num_classes=len(class_names) if name == "ct-abdomen-8" else 1)
     seen = seen_summary(bundle.train, bundle.units)
     val_all = _concat(list(bundle.val.values()))
@@ -397,6 +440,8 @@ def build(
                                  ("--val-every", val_every, None)):  # fmt: skip
         if value is not None and value != default:
             flags += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    if tta:
+        flags += ["--tta", *tta]
     if resume:
         flags.append("--resume")
     command = "python scripts/train_bundled.py " + shlex.join(flags)
@@ -438,15 +483,7 @@ def build(
                                           "max": round(max(loads), 2), "samples": len(loads)}  # fmt: skip
     card.training["cpu_count"] = os.cpu_count()
     result.model.cpu()
-    scored = {**{f"validation_{k}": v for k, v in bundle.val.items()}, **bundle.extra_eval}
-    for key, slices in scored.items():
-        if len(slices):
-            card.metrics[key] = evaluate_slices(result.model, card, slices).to_json_dict()
-    card.metrics["note"] = (
-        "validation: the checkpoint chosen by the pooled validation Dice at the network resolution, per class over "
-        "the slices that annotate it; validation_<source>: each held-out source scored at the images' own "
-        "resolution (3-D per case for CT volumes, per slice or image otherwise), HD95 in mm (pixels for photographs)"
-    )
+    score_held_out(result.model, card, bundle)
     card.extra["anchors"] = "anchors.npz"
     folder = (out or REPO / "models") / name
     save_checkpoint(result.model, card, folder, half=True)
@@ -482,12 +519,21 @@ def main(argv: list[str] | None = None) -> None:
                         help="continue from WORK/<model>/train_state.pt (the budgets count the time already spent)")
     parser.add_argument("--out", type=Path, default=None, help="where the model folders go (default: models/)")
     parser.add_argument("--limit", type=int, default=None, help="smoke run: the first N slices of each source")
+    parser.add_argument("--tta", nargs="*", default=None, choices=sorted(TTA_FLIPS), metavar="FLIP",
+                        help="test-time flips the card records (hflip, vflip; bench/bench_tta.py measures them); "
+                             "with --rescore and no FLIP: none")  # fmt: skip
+    parser.add_argument("--rescore", action="store_true",
+                        help="no training: re-score the model in OUT/<model> (default models/) on its held-out "
+                             "sources and rewrite its card")  # fmt: skip
     args = parser.parse_args(argv)
     for name in MODELS if args.model == "all" else (args.model,):
+        if args.rescore:
+            rescore(name, (args.out or REPO / "models") / name, args.tta, args.limit)
+            continue
         build(name, args.minutes, args.work, args.seed, args.max_steps, args.threads, args.resume, out=args.out,
               device=args.device, preset=args.preset, batch_size=args.batch_size, augment=args.augment,
               augment_strength=args.augment_strength, state_minutes=args.state_minutes, limit=args.limit,
-              val_every=args.val_every)  # fmt: skip
+              val_every=args.val_every, tta=args.tta or ())  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -226,3 +226,39 @@ def test_evaluation_batches_images_of_one_size_and_scores_each_on_its_grid(rgb_m
         assert pred.shape == slices.labels[i].shape
         alone = per_class_metrics(pred, slices.labels[i], [1], slices.spacing[i])
         assert record["metrics"][1]["dice"] == pytest.approx(alone[1]["dice"], abs=1e-3)  # batch 3 vs 1: rounding
+
+
+def test_test_time_flips_average_the_mirrored_logits(data_dir):
+    """A recipe's ``tta`` runs the network on the mirrored input too and averages the logits mirrored
+    back, on a real colonoscopy frame: a left-to-right ramp network gives the plain pass's ramp plus
+    its mirror, so the average is flat; vflip is measured the same way; routing-style runners
+    (``tta=False``) keep one pass, and a bad flip list is refused naming the card."""
+    from braunet.infer import ISIC_RGB
+    from braunet.io import read_image
+
+    image = read_image(data_dir / "cvc_clinicdb" / "images" / "139.tif").array
+    calls = []
+
+    def ramp(x: torch.Tensor) -> torch.Tensor:  # logits = mean intensity + column index (not mirror-symmetric)
+        calls.append(x.clone())
+        cols = torch.arange(x.shape[-1], dtype=x.dtype).expand(x.shape[0], 1, x.shape[-2], -1)
+        return x.mean(dim=1, keepdim=True) + cols
+
+    plain = SliceRunner(ramp, parse_preprocessing(ISIC_RGB), 64, 1)
+    flipped = SliceRunner(ramp, parse_preprocessing({**ISIC_RGB, "tta": ["hflip"]}), 64, 1)
+    both = SliceRunner(ramp, parse_preprocessing({**ISIC_RGB, "tta": ["hflip", "vflip"]}), 64, 1)
+    once = SliceRunner(ramp, parse_preprocessing({**ISIC_RGB, "tta": ["hflip"]}), 64, 1, tta=False)
+    x = plain.prepare(image[None])
+    base = plain.logits(x)
+    intensity = x.mean(dim=1, keepdim=True)
+    mirrored = (intensity.flip(-1) + torch.arange(64.0)).flip(-1)  # the network on the mirror, mirrored back
+    torch.testing.assert_close(flipped.logits(x), (base + mirrored) / 2)
+    assert torch.allclose(flipped.logits(x) - intensity, torch.full_like(base, 31.5))  # the ramp averages out
+    up_down = (intensity.flip(-2) + torch.arange(64.0)).flip(-2)
+    torch.testing.assert_close(both.logits(x), (base + mirrored + up_down) / 3)
+    calls.clear()
+    once.logits(x)
+    assert len(calls) == 1
+    for bad in (["rotate"], ["hflip", "hflip"], "hflip"):
+        with pytest.raises(CheckpointError, match="tta must list distinct flips"):
+            parse_preprocessing({**ISIC_RGB, "tta": bad}, source="card.json")

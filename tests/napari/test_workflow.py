@@ -148,7 +148,8 @@ def test_all_three_docks_fit_a_1000_px_window(make_napari_viewer):
 
 @pytest.mark.parametrize("name", ["Segment", "Fine-tune", "Routing explorer"])
 def test_widgets_open_without_loading_models(make_napari_viewer, qtbot, heartbeat, name):
-    """Opening a widget loads no weights on the GUI thread and the GUI keeps ticking meanwhile.
+    """Opening a widget loads no weights on the GUI thread and the GUI keeps ticking meanwhile; Segment
+    loads only its chosen model, in a background thread.
 
     The construction time is printed; the assertion is on what it does (no model loaded) and on the
     heartbeat (a 0.3 s wall-clock limit on a shared 2-core machine would measure its load, not us).
@@ -161,8 +162,11 @@ def test_widgets_open_without_loading_models(make_napari_viewer, qtbot, heartbea
         opened = time.perf_counter() - start
         qtbot.wait(1500)  # the deferred work (the Fine-tune widget's training warm-up) runs in a worker now
     print(f"{name}: opened in {opened * 1000:.0f} ms; heartbeat longest gap {beat.max_gap * 1000:.0f} ms")
-    if name != "Routing explorer":  # reason: it warms its model up in a worker on purpose (first click < 0.3 s)
-        assert all(widget.store.entry(key).model is None for key in widget.store.keys())
+    loaded = [key for key in widget.store.keys() if widget.store.entry(key).model is not None]
+    if name == "Fine-tune":
+        assert loaded == []
+    elif name == "Segment":  # reason: it preloads its chosen model in a worker on purpose (the first Run is quicker)
+        assert loaded == [widget.model.value]
     else:
         assert widget.warmed  # its warm-up ran, off the GUI thread (the heartbeat below kept ticking)
     assert beat.max_gap < 0.5

@@ -68,3 +68,21 @@ def test_rgb_smoke_runs_split_by_sequence_or_image(script, tmp_path, name, units
     assert units.items() <= seen.items()
     train_groups = {s["source"] for s in card["training"]["seen"]}
     assert {s["source"] for s in card["training"]["validation_seen"]} <= train_groups | {"kvasir352"}
+
+
+def test_rescore_records_test_time_flips_and_leaves_the_weights(script, tmp_path):
+    """``--rescore --tta hflip`` rewrites the card alone: the flips in its recipe, its held-out figures
+    scored with them (the note says so); the weights file is byte for byte the same, and a rescore
+    with no FLIP takes the flips out again."""
+    script.main(["polyp", "--max-steps", "1", "--limit", "2", "--batch-size", "2", *_small(tmp_path)])
+    folder = tmp_path / "out" / "polyp"
+    weights = (folder / "model.safetensors").read_bytes()
+    script.main(["polyp", "--rescore", "--tta", "hflip", "--limit", "2", "--out", str(tmp_path / "out")])
+    card = json.loads((folder / "card.json").read_text())
+    assert card["preprocessing"]["tta"] == ["hflip"] and "test-time flips hflip" in card["metrics"]["note"]
+    assert (folder / "model.safetensors").read_bytes() == weights
+    _, loaded = load_checkpoint(folder)
+    assert loaded.recipe.tta == ("hflip",)
+    assert 0 <= card["metrics"]["validation_cvc_heldout_sequences"]["mean_dice"] <= 1
+    script.main(["polyp", "--rescore", "--tta", "--limit", "2", "--out", str(tmp_path / "out")])
+    assert "tta" not in json.loads((folder / "card.json").read_text())["preprocessing"]

@@ -54,7 +54,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="write the new version to this folder instead of the model library")
     parser.add_argument("--time-budget", type=_seconds, default=30.0, metavar="SECONDS", help="whole round (30)")
     parser.add_argument("--mode", choices=("decoder", "full"), default="decoder", help="train the decoder or all")
-    parser.add_argument("--holdback", type=_share, default=0.25, help="share of slices held back to measure (0.25)")
+    parser.add_argument("--holdback", type=_share, default=0.25, help="share held back to measure (0.25)")
+    # reason: the choices and default are braunet.train.finetune's (a test checks); importing it here would load torch
+    parser.add_argument("--holdback-by", choices=("slices", "blocks"), default="blocks",
+                        help="hold back whole slices, or blocks of every slice (default: blocks)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
             result = finetune(
                 model, card, slices.images, slices.labels, mode=args.mode, time_budget_s=args.time_budget,
-                holdback=args.holdback, progress=progress, seed=args.seed,
+                holdback=args.holdback, holdback_by=args.holdback_by, progress=progress, seed=args.seed,
                 anchors=source.anchors,
                 # reason: a 2-D image's spacing is 1.0 by default; only volumes give HD95 in mm, but a
                 # fixed-spacing recipe resamples by it, as predict does

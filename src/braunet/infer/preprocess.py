@@ -32,6 +32,15 @@ and decoded there, so the labels are smooth rather than blocky; input pixels out
 field of view (``img_size * spacing_mm`` mm, centred) are background. Slices must come with their pixel
 spacing (rows, cols) in mm. Why 1.75 mm for the bundled CT model: the measurement is in
 ``scripts/train_bundled.py``.
+
+Test-time flips (optional, any kind)::
+
+    {"kind": "rgb", ..., "tta": ["hflip", "vflip"]}
+
+The network also runs on the left-right ("hflip") and/or up-down ("vflip") mirrored input and the
+logits, mirrored back, are averaged (:class:`braunet.infer.slices.SliceRunner`): each flip costs
+one more forward pass. A card gets it only where it was measured to pay (models/README.md); it
+does not suit CT, whose anatomy is not mirror-symmetric.
 """
 
 from __future__ import annotations
@@ -63,6 +72,7 @@ __all__ = [
     "SYNAPSE_CT",
     "Recipe",
     "Spacing",
+    "TTA_FLIPS",
     "official_preprocessing",
     "parse_preprocessing",
     "preprocess_slices",
@@ -71,6 +81,7 @@ __all__ = [
 ]
 
 Spacing = tuple[float, float]  # in-plane pixel size (rows, cols) in mm
+TTA_FLIPS = {"hflip": -1, "vflip": -2}  # test-time flip -> the tensor dimension it mirrors in (B, C, S, S)
 
 SYNAPSE_CT: dict[str, Any] = {
     "kind": "ct", "clip_hu": [-125.0, 275.0], "mean": 0.5, "std": 0.5, "resize": "spline3", "view": "radiological",
@@ -102,6 +113,7 @@ class Recipe:
     low: float = 0.0
     high: float = 255.0
     spacing_mm: float | None = None
+    tta: tuple[str, ...] = ()  # test-time flips averaged with the plain pass: "hflip", "vflip"
 
     @property
     def channels(self) -> int:
@@ -154,7 +166,11 @@ def parse_preprocessing(spec: Mapping[str, Any] | Recipe, source: str = "model c
             raise CheckpointError(f"{source}: bad CT window ({error})") from None
         if not high > low:
             raise CheckpointError(f"{source}: clip_hu upper limit {high} must exceed the lower {low}")
-    return Recipe(kind, mean, std, resize, view, float(low), float(high), spacing_mm)
+    tta = spec.get("tta", [])
+    if not isinstance(tta, (list, tuple)) or not all(isinstance(f, str) and f in TTA_FLIPS for f in tta) \
+            or len(set(tta)) != len(tta):
+        raise CheckpointError(f"{source}: tta must list distinct flips out of {', '.join(TTA_FLIPS)}, got {tta!r}")
+    return Recipe(kind, mean, std, resize, view, float(low), float(high), spacing_mm, tuple(tta))
 
 
 def _network_spacing(recipe: Recipe, spacing: Spacing | None, what: str) -> tuple[Spacing, Spacing]:

@@ -36,7 +36,8 @@ def route_slices(model: Any, card: Any, raw: np.ndarray, *, batch_size: int = 4,
     ``should_stop()`` is checked between batches (raises :class:`braunet.errors.Cancelled`).
     ``spacing``: the slices' pixel size (rows, cols) in mm, needed by a ``spacing_mm`` recipe.
     """
-    runner = SliceRunner(model, card.recipe, card.config.img_size, card.config.num_classes, amp=False)
+    runner = SliceRunner(model, card.recipe, card.config.img_size, card.config.num_classes, amp=False,
+                         tta=False)  # reason: one recorded forward pass per slice
     stop = stop_check(should_stop)
     raw = np.asarray(raw)
     with record_routing(model) as recorded:

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from braunet.errors import BraunetError, Cancelled
 from braunet.infer.device import amp_dtype, resolve_device, resolve_precision
-from braunet.infer.preprocess import Recipe, Spacing, preprocess_slices, restore_logits
+from braunet.infer.preprocess import TTA_FLIPS, Recipe, Spacing, preprocess_slices, restore_logits
 from braunet.infer.resize import resize_nearest
 
 __all__ = ["Network", "Progress", "SliceRunner", "StopCheck", "decode_labels", "stop_check"]
@@ -123,6 +123,8 @@ class SliceRunner:
         bf16_validated: the model's card records a passing bf16 validation (``auto`` needs it).
         batch_size: slices per network call.
         confidence: False, True/"float32" or "uint8" (round(255 p)) for :meth:`__call__` and :meth:`run`.
+        tta: average the logits over the recipe's test-time flips (``recipe.tta``); False runs the
+            plain pass only (routing records one forward pass per slice).
     """
 
     def __init__(
@@ -138,6 +140,7 @@ class SliceRunner:
         bf16_validated: bool = False,
         batch_size: int = 8,
         confidence: bool | str = False,
+        tta: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -164,6 +167,7 @@ class SliceRunner:
         self.label_dtype = np.uint8 if max(num_classes, 2) <= 256 else np.uint16
         self.conf_dtype = _CONFIDENCE[confidence]
         self._max_batch: int | None = None  # lowered after a GPU out-of-memory error
+        self.flip_dims = [TTA_FLIPS[f] for f in recipe.tta] if tta and recipe is not None else []
 
     # -- the steps -------------------------------------------------------------------------------
     def _require_recipe(self) -> Recipe:
@@ -180,12 +184,19 @@ class SliceRunner:
             return preprocess_slices(raw, self._require_recipe(), self.img_size, device=self.device, spacing=spacing)
 
     def logits(self, x: Tensor) -> Tensor:
-        """Network input (B, C, S, S) -> float32 logits (B, K, S, S) on the device, no gradients."""
+        """Network input (B, C, S, S) -> float32 logits (B, K, S, S) on the device, no gradients.
+
+        With test-time flips (``recipe.tta``) the mean of the logits of the plain and mirrored inputs.
+        """
         with torch.inference_mode(), _eval_mode(self.network):
             enabled = self.autocast is not None
+            x = x.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=enabled):
-                logits = self.network(x.to(self.device, non_blocking=True))
-            logits = logits.float()
+                logits = self.network(x).float()
+                for dim in self.flip_dims:  # the recipe's test-time flips: mirror in, mirror back, average
+                    logits += self.network(x.flip(dim)).float().flip(dim)
+            if self.flip_dims:
+                logits /= 1 + len(self.flip_dims)
         if logits.ndim != 4 or logits.shape[1] != self.num_classes:
             raise ValueError(f"the network gave logits of shape {tuple(logits.shape)}, expected "
                              f"(B, {self.num_classes}, H, W)")  # fmt: skip

@@ -95,7 +95,7 @@ class FinetuneWidget(Container):
         from napari.layers import Image, Labels
 
         from braunet.infer.device import DEVICE_CHOICES
-        from braunet.train.finetune import MODES
+        from braunet.train.finetune import DEFAULT_HOLDBACK_BY, HOLDBACK_UNITS, MODES
         from braunet.zoo import library_dir
 
         self.viewer = napari_viewer
@@ -118,7 +118,12 @@ class FinetuneWidget(Container):
         self.mode = ComboBox(label="mode", choices=list(MODES), value="decoder",
                              tooltip="decoder: encoder frozen (safest with few slices); full: everything")
         self.holdback = FloatSpinBox(label="hold back", min=0.1, max=0.9, step=0.05, value=0.25,
-                                     tooltip="share of the edited slices kept out of training to measure Dice")
+                                     tooltip="share kept out of training to measure Dice: of the edited slices, "
+                                             "or of each slice's blocks")
+        self.holdback_by = ComboBox(label="hold back by", choices=list(HOLDBACK_UNITS), value=DEFAULT_HOLDBACK_BY,
+                                    tooltip="slices: whole edited slices; blocks: train on every edited slice and "
+                                            "judge the round on blocks of them it never saw (a single slice is "
+                                            "always split by blocks)")
         self.device = ComboBox(label="device", choices=list(DEVICE_CHOICES), value="auto")
         self.train_button = PushButton(text="Train")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -141,7 +146,7 @@ class FinetuneWidget(Container):
         self.suggestions = SuggestWidget(napari_viewer, self.store, self.image, self.device, self.model)
         self.suggest_section = collapsible("Suggest slices", self.suggestions)
         self.training_options = collapsible("Training options", self.time_budget, self.max_steps, self.mode, self.holdback,
-                                            self.device, self.versions_root)  # fmt: skip
+                                            self.holdback_by, self.device, self.versions_root)  # fmt: skip
         folds = QWidget()
         folds_layout = QHBoxLayout(folds)
         folds_layout.setContentsMargins(0, 0, 0, 0)
@@ -357,6 +362,7 @@ class FinetuneWidget(Container):
         spacing = self.pixel_spacing(len(chosen))
         store, device = self.store, self.device.value
         mode, budget, holdback = self.mode.value, float(self.time_budget.value), float(self.holdback.value)
+        holdback_by = self.holdback_by.value
         max_steps = int(self.max_steps.value) or None
 
         anchors = store.anchors(key)
@@ -365,7 +371,7 @@ class FinetuneWidget(Container):
             warm_up_training()  # normally done already, by the worker started when the widget opened
             model, card = store.copy_model(key, device)
             return finetune(model, card, images, masks, mode=mode, time_budget_s=budget, holdback=holdback,
-                            max_steps=max_steps, progress=progress, should_stop=should_stop,
+                            holdback_by=holdback_by, max_steps=max_steps, progress=progress, should_stop=should_stop,
                             anchors=anchors, spacing=spacing)  # fmt: skip
 
         job = Job(work, f"Fine-tuning {key}", total=int(budget), parent=self.native)
@@ -402,8 +408,9 @@ class FinetuneWidget(Container):
         self.progress.value = 100
         self.loss_curve.set_values(result.losses)
         held = ", ".join(str(chosen[i]) for i in result.heldout_indices)
-        if result.details.get("heldout") == "blocks":  # one slice, split by blocks
-            held = f"{result.details['heldout_share_of_slice']:.0%} of slice {held}, by blocks"
+        if result.details.get("heldout") == "blocks":  # every slice split by blocks
+            which = f"slice {held}" if len(result.heldout_indices) == 1 else f"slices {held}"
+            held = f"{result.details['heldout_share_of_slice']:.0%} of {which}, by blocks"
         text = f"{result.dice_before:.3f} → {result.dice_after:.3f} (held back: {held})"
         if result.anchor_dice_before is not None:
             text += f"; anchors {result.anchor_dice_before:.3f} → {result.anchor_dice_after:.3f}"

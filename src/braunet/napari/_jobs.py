@@ -7,6 +7,11 @@ cancellation or a one-line :class:`~braunet.errors.BraunetError` message arrive 
 through ``done``, ``cancelled`` and ``failed``; layers are only written in those handlers, so a
 cancelled run never leaves a half-written layer. Other exceptions go to napari's notification
 manager with their traceback (they are bugs).
+
+napari's progress bar (with its own Cancel) appears only once a job has run for
+``BAR_DELAY_S``: creating it forces a Qt event pass that cost 0.02-0.06 s of every
+"current slice" click (bench/bench_latency.py), and a bar that flashes for a tenth of a second
+tells the user nothing. The widget's own Cancel button works from the start either way.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from qtpy.QtCore import QObject, Signal
 
 from braunet.errors import BraunetError, Cancelled
 
-__all__ = ["Job"]
+__all__ = ["BAR_DELAY_S", "Job"]
 
+BAR_DELAY_S = 0.4
 _CANCELLED = object()
 
 
@@ -62,6 +68,7 @@ class Job(QObject):
         self.cancel_requested_at: float | None = None
         self._bar = None
         self._total = total
+        self._last_progress: tuple = ()  # reported before the bar existed: applied when it appears
         self.worker = create_worker(self._run, _start_thread=False)
         self.worker.returned.connect(self._on_returned)
         self.worker.errored.connect(self._on_errored)
@@ -82,13 +89,23 @@ class Job(QObject):
 
     # -- GUI thread ----------------------------------------------------------------------------
     def start(self) -> Job:
-        from napari.utils import cancelable_progress
+        from qtpy.QtCore import QTimer
 
         self.running = True
         self.started_at = time.perf_counter()
-        self._bar = cancelable_progress(desc=self.description, total=self._total or 0, cancel_callback=self.cancel)
+        QTimer.singleShot(round(BAR_DELAY_S * 1000), self._show_bar)
         self.worker.start()
         return self
+
+    def _show_bar(self) -> None:
+        """napari's progress bar for a job still running after BAR_DELAY_S (GUI thread)."""
+        from napari.utils import cancelable_progress
+
+        if not self.running or self._bar is not None:
+            return
+        self._bar = cancelable_progress(desc=self.description, total=self._total or 0, cancel_callback=self.cancel)
+        if self._last_progress:
+            self._on_progress(self._last_progress)
 
     def cancel(self) -> None:
         """Ask the engine to stop at its next check (between batches / steps)."""
@@ -102,7 +119,10 @@ class Job(QObject):
 
     def _on_progress(self, args: tuple) -> None:
         """Move napari's progress bar: ``(done, total)`` counts, or an object with ``elapsed_s`` (seconds)."""
-        if self._bar is None or not args:
+        if not args:
+            return
+        if self._bar is None:
+            self._last_progress = args
             return
         if hasattr(args[0], "elapsed_s"):
             done, total = int(args[0].elapsed_s), self._total

@@ -12,7 +12,8 @@ anywhere) is only the default of widgets opened later. Every on-disk entry is a
 command line agree on what a reference means and where a model's anchor set is. Entries are only
 added on the GUI thread; the ``changed`` signal tells the widgets to refresh their
 model lists. Weights are loaded lazily, in the worker thread that first needs them
-(:meth:`ModelStore.load`).
+(:meth:`ModelStore.load`), or ahead of time by :meth:`ModelStore.preload` in a background thread
+when a widget shows a model, so that a first click costs one forward pass, not a load.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class ModelStore:
         self._entries: dict[str, ModelEntry] = {}
         self.recent: str | None = None  # the model last chosen in any widget: the default of widgets opened later
         self._lock = threading.Lock()
+        self._preloads: dict[str, threading.Thread] = {}
 
     @classmethod
     def for_viewer(cls, viewer: Any) -> ModelStore:
@@ -213,6 +215,39 @@ class ModelStore:
             elif device is not None:
                 entry.model.to(resolve_device(device))
             return entry.model, entry.card
+
+    def preload(self, key: str | None) -> threading.Thread | None:
+        """Load ``key``'s weights and run one forward pass on them in a background thread; return it.
+
+        Why: a widget's first click paid the load (0.06-0.2 s) and the first forward pass's one-off
+        set-up (0.03-0.04 s; bench/bench_latency.py) before anything showed. Once per key; a model
+        that fails to load is left for the click that needs it to report, in one line.
+        """
+        if not key or key not in self._entries:
+            return None
+        with self._lock:
+            if key in self._preloads:
+                return self._preloads[key]
+
+            def work() -> None:
+                import torch
+
+                from braunet.errors import BraunetError
+
+                try:
+                    model, card = self.load(key)
+                except BraunetError:
+                    return
+                size, channels = card.config.img_size, card.config.in_chans
+                try:
+                    with torch.inference_mode():
+                        model(torch.zeros(1, channels, size, size, device=next(model.parameters()).device))
+                except RuntimeError:  # reason: a Run moved the model to another device meanwhile; it is warm anyway
+                    pass
+
+            thread = self._preloads[key] = threading.Thread(target=work, name=f"braunet-preload-{key}", daemon=True)
+        thread.start()
+        return thread
 
     def copy_model(self, key: str, device: str = "cpu") -> tuple[Any, Any]:
         """A deep copy of ``key``'s model on ``device`` (training and routing hooks never touch the stored one)."""

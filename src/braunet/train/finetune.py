@@ -3,9 +3,10 @@
 The napari Fine-tune widget and ``braunet finetune`` call :func:`finetune`. One round:
 
 1. Hold back a share of the corrected slices (``holdback``, at least one slice) and score the parent
-   model on them: ``dice_before``. A single corrected slice is split instead: the same share of
-   its 8 x 8 blocks (stratified so that both parts hold labelled pixels) is held back, and
-   training ignores those pixels (the network still sees the whole slice).
+   model on them: ``dice_before``. With ``holdback_by="blocks"``, and always for a single
+   corrected slice, every slice is split instead: the same share of their 8 x 8 blocks
+   (stratified so that both parts hold labelled pixels) is held back, and training ignores those
+   pixels (the network still sees the whole slices).
 2. Train a copy of the model on the other slices for ``time_budget_s`` seconds (a step budget would
    take minutes on one machine and seconds on another). Each batch mixes augmented corrected slices
    with slices of the model's anchor set (a few of its original training slices, stored with the
@@ -62,9 +63,11 @@ from braunet.train.metrics import dice, hd95
 from braunet.train.slices import SliceSet
 from braunet.train.validation import predict_prepared
 
-__all__ = ["MODES", "ClassChange", "FinetuneProgress", "FinetuneResult", "finetune"]
+__all__ = ["DEFAULT_HOLDBACK_BY", "HOLDBACK_UNITS", "MODES", "ClassChange", "FinetuneProgress", "FinetuneResult", "finetune"]
 
 MODES = ("decoder", "full")
+HOLDBACK_UNITS = ("slices", "blocks")  # what a round holds back to judge itself on: whole slices, or blocks of each
+DEFAULT_HOLDBACK_BY = "blocks"
 REGION_GRID = 8  # a single corrected slice is held back by blocks of a REGION_GRID x REGION_GRID grid
 IGNORED = -1  # label value of the pixels training must not see (the held-back blocks)
 
@@ -115,6 +118,7 @@ class FinetuneResult:
     details: dict = field(default_factory=dict)
     per_class: list[ClassChange] = field(default_factory=list)  # the classes in dice_before/after's mean
     hd95_unit: str = "px"  # "mm" when the slices' pixel spacing was given
+    candidate: BRAUNet | None = None  # the fine-tuned (blended) copy, kept or not: what a rejected round would have given
 
 
 def _pooled_dice(pred: np.ndarray, truth: np.ndarray, binary: bool, extra: Sequence[np.ndarray] = ()) -> float:
@@ -190,31 +194,40 @@ def _split(n: int, holdback: float, seed: int) -> tuple[list[int], list[int]]:
     return sorted(order[held:]), sorted(order[:held])
 
 
-def _region_split(label: np.ndarray, holdback: float, seed: int) -> np.ndarray:
-    """Hold back part of one corrected slice: (S, S) labels -> (S, S) bool, True where held back.
+def _block_split(labels: np.ndarray, holdback: float, seed: int) -> np.ndarray:
+    """Hold back part of every corrected slice: (N, S, S) labels -> (N, S, S) bool, True where held back.
 
-    Why: with one corrected slice there is no other slice to measure on, but its pixels are not all
-    needed to learn from it. The slice is cut into REGION_GRID x REGION_GRID blocks; ``holdback``
-    of the blocks that hold labels and of those that do not are held back, at least one and never
-    all of the labelled ones, so both parts contain the structures the annotator corrected.
+    Why: a round must be judged on pixels it did not train on, but whole held-back slices are
+    costly when there are few: with one slice there is nothing else to measure on, and when the
+    slices come from different patients or videos a held-back slice asks whether the model
+    generalised to a case it was given no correction of, not whether it learned the corrections.
+    Each slice is cut into REGION_GRID x REGION_GRID blocks; ``holdback`` of all the blocks that hold
+    labels and of those that do not are held back (the two kinds drawn separately, pooled over the
+    slices), at least one and never all of the labelled ones, so both parts contain the structures
+    the annotator corrected.
     """
-    edges = np.linspace(0, label.shape[0], REGION_GRID + 1).round().astype(int)
-    cols = np.linspace(0, label.shape[1], REGION_GRID + 1).round().astype(int)
+    count, height, width = labels.shape
+    edges = np.linspace(0, height, REGION_GRID + 1).round().astype(int)
+    cols = np.linspace(0, width, REGION_GRID + 1).round().astype(int)
     blocks = [(slice(edges[r], edges[r + 1]), slice(cols[c], cols[c + 1]))
               for r in range(REGION_GRID) for c in range(REGION_GRID)]  # fmt: skip
-    labelled = [i for i, block in enumerate(blocks) if (label[block] != 0).any()]
-    empty = sorted(set(range(len(blocks))) - set(labelled))
+    per_slice = len(blocks)
+    labelled = [i * per_slice + b for i in range(count) for b, block in enumerate(blocks) if (labels[i][block] != 0).any()]
+    empty = sorted(set(range(count * per_slice)) - set(labelled))
     if len(labelled) < 2:
+        which = "slice has" if count == 1 else f"{count} slices have"
         raise InputError(
-            f"the corrected slice has labels in {len(labelled)} of its {len(blocks)} blocks: too little to hold "
-            "part of it back and still train on the rest; correct a second slice"
+            f"the corrected {which} labels in {len(labelled)} of {'its' if count == 1 else 'their'} "
+            f"{count * per_slice} blocks: too little to hold part of it back and still train on the rest; "
+            f"correct {'a second' if count == 1 else 'another'} slice"
         )
     rng = np.random.default_rng(seed)
     held = list(rng.permutation(labelled)[: min(len(labelled) - 1, max(1, round(holdback * len(labelled))))])
     held += list(rng.permutation(empty)[: round(holdback * len(empty))])
-    mask = np.zeros(label.shape, dtype=bool)
+    mask = np.zeros(labels.shape, dtype=bool)
     for i in held:
-        mask[blocks[int(i)]] = True
+        row, col = blocks[int(i) % per_slice]
+        mask[int(i) // per_slice, row, col] = True
     return mask
 
 
@@ -379,6 +392,7 @@ def finetune(
     mode: str = "decoder",
     time_budget_s: float = 30.0,
     holdback: float = 0.25,
+    holdback_by: str = DEFAULT_HOLDBACK_BY,
     progress: Callable[[FinetuneProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     seed: int = 0,
@@ -402,8 +416,11 @@ def finetune(
             non-zero label is foreground.
         mode: "decoder" (encoder frozen; default, safest with few slices) or "full".
         time_budget_s: wall-clock budget of the whole round, evaluations included.
-        holdback: share of the slices held back for the before/after Dice (at least 1 slice; at
-            least 1 slice is always trained on). With a single slice: that share of its blocks.
+        holdback: share held back for the before/after Dice: of the slices (at least 1 held back,
+            at least 1 trained on) or, by blocks, of each slice's 8 x 8 blocks.
+        holdback_by: "slices" holds whole slices back; "blocks" trains on every corrected slice
+            and holds back that share of their blocks (always so for a single slice). See
+            :func:`_block_split` for when blocks judge a round better.
         progress: called after every step.
         should_stop: polled after every step; True raises :class:`braunet.errors.Cancelled` (the
             parent stays as it was).
@@ -441,6 +458,8 @@ def finetune(
         raise InputError(f"time budget must be positive, got {time_budget_s}")
     if not 0 < holdback < 1:
         raise InputError(f"holdback must be between 0 and 1, got {holdback}")
+    if holdback_by not in HOLDBACK_UNITS:
+        raise InputError(f"holdback_by must be one of {', '.join(HOLDBACK_UNITS)}, got {holdback_by!r}")
     if not 0 < blend <= 1:
         raise InputError(f"blend must be in (0, 1], got {blend}")
     if len(images) != len(labels):
@@ -458,10 +477,10 @@ def finetune(
     slices = SliceSet.from_arrays(images, _labels_for(model, labels), group="corrected",
                                   spacing=spacing if spacing is not None else (1.0, 1.0))  # fmt: skip
     data = prepare(slices, card.preprocessing, config.img_size, config.num_classes)
-    held_region = None  # (S, S) bool where one slice is split by blocks
-    if len(slices) == 1:
-        train_idx = held_idx = [0]
-        held_region = _region_split(data.y[0].numpy(), holdback, seed)
+    held_region = None  # (N, S, S) bool where the slices are split by blocks
+    if len(slices) == 1 or holdback_by == "blocks":
+        train_idx = held_idx = list(range(len(slices)))
+        held_region = _block_split(data.y.numpy(), holdback, seed)
         hidden = data.y.masked_fill(torch.from_numpy(held_region), IGNORED)
         train_data, held_data = dataclasses.replace(data, y=hidden), data
     else:
@@ -513,7 +532,9 @@ def finetune(
     improved = dice_after > dice_before
     forgot = anchor_dice_before is not None and anchor_dice_after < anchor_dice_before - max_anchor_drop
     accepted = improved and not forgot
-    where = f"{len(held_idx)} slice(s)" if held_region is None else f"{held_region.mean():.0%} of the slice (blocks)"
+    where = (f"{len(held_idx)} slice(s)" if held_region is None else
+             f"{held_region.mean():.0%} of the slice (blocks)" if len(held_idx) == 1 else
+             f"{held_region.mean():.0%} of {len(held_idx)} slices (blocks)")  # fmt: skip
     summary = f"held-back Dice {dice_before:.3f} -> {dice_after:.3f} on {where}"
     if anchor_dice_before is not None:
         summary += f", anchor Dice {anchor_dice_before:.3f} -> {anchor_dice_after:.3f}"
@@ -534,7 +555,7 @@ def finetune(
         "heldout": "slices" if held_region is None else "blocks",
     }
     if held_region is not None:
-        details["heldout_share_of_slice"] = round(float(held_region.mean()), 4)
+        details["heldout_share_of_slice"] = round(float(held_region.mean()), 4)  # of each slice, on average
     if accepted:
         new_card = copy.deepcopy(card)
         new_card.version = card.version + 1
@@ -557,5 +578,6 @@ def finetune(
         losses=losses, train_indices=train_idx, heldout_indices=held_idx, message=message,
         anchor_dice_before=anchor_dice_before, anchor_dice_after=anchor_dice_after, steps=step,
         elapsed_s=elapsed, details=details, per_class=per_class, hd95_unit="px" if spacing is None else "mm",
+        candidate=tuned,
     )
 
