@@ -160,3 +160,26 @@ def test_a_second_run_for_the_same_output_is_refused_while_the_first_trains(
     assert second == 2 and "another process is writing it" in err and str(out) in err
     assert codes == [0] and len(rounds.calls) == 1
     assert load_checkpoint(out)[1].version == 2
+
+
+def test_holdback_by_reaches_the_round_and_defaults_as_the_library_does(frames, rgb_model_dir, tmp_path, monkeypatch,
+                                                                        capsys):
+    """``--holdback-by`` is passed to the round; without it the CLI uses the library's default
+    (the CLI spells it out so that ``--help`` loads no torch)."""
+    from braunet.train import finetune as finetune_module
+
+    real, seen = finetune_module.finetune, []
+
+    def spying_round(model, card, images, labels, **options):
+        seen.append(options["holdback_by"])
+        return real(model, card, images, labels, **{**options, "anchors": None, "max_steps": 1})
+
+    monkeypatch.setattr(finetune_module, "finetune", spying_round)
+    images, masks = frames
+    assert main(_args(rgb_model_dir, images, masks, "--out", tmp_path / "a")) == 0
+    assert main(_args(rgb_model_dir, images, masks, "--holdback-by", "slices", "--out", tmp_path / "b")) == 0
+    assert seen == [finetune_module.DEFAULT_HOLDBACK_BY, "slices"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(_args(rgb_model_dir, images, masks, "--holdback-by", "pixels"))
+    assert exit_info.value.code == 2 and "--holdback-by" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import tifffile
 from braunet.errors import Cancelled, CheckpointError, InputError, OutputError
 from braunet.model import load_checkpoint, save_checkpoint
 from braunet.train import finetune as finetune_module
-from braunet.train.finetune import REGION_GRID, _region_split, finetune
+from braunet.train.finetune import REGION_GRID, _block_split, finetune
 from braunet.train.slices import SliceSet
 from braunet.train.versions import rollback, save_version
 from braunet.zoo import list_versions, resolve_model
@@ -43,7 +43,7 @@ def test_finetune_round_leaves_the_parent_alone(frames, parent):
     snapshot = {k: v.clone() for k, v in model.state_dict().items()}
     steps = []
     result = finetune(model, card, images, labels, mode="full", time_budget_s=600, holdback=0.34, seed=0,
-                      max_steps=12, anchors=SliceSet(), progress=steps.append, lr=5e-3)
+                      holdback_by="slices", max_steps=12, anchors=SliceSet(), progress=steps.append, lr=5e-3)
     assert sorted(result.train_indices + result.heldout_indices) == list(range(9))
     assert len(result.heldout_indices) == 3 and result.steps == 12 == len(result.losses) == len(steps)
     assert steps[-1].step == 12 and steps[-1].total_steps is None and steps[-1].elapsed_s > 0
@@ -185,21 +185,41 @@ def test_versions_save_list_and_roll_back(parent, tmp_path):
     assert loaded_card.parent == "polyp-test@1" and state_equal(loaded, child)
 
 
-def test_region_split_holds_back_labelled_and_empty_blocks():
+def test_block_split_holds_back_labelled_and_empty_blocks():
     """One slice: a quarter of the labelled blocks and of the empty ones, whole blocks, seeded."""
     label = np.zeros((64, 64), dtype=np.int64)
     label[8:40, 16:48] = 1  # labels in 4 x 4 of the 8 x 8 blocks
-    held = _region_split(label, 0.25, seed=0)
+    held = _block_split(label[None], 0.25, seed=0)[0]
     blocks = held.reshape(REGION_GRID, 8, REGION_GRID, 8)
     assert (blocks.all(axis=(1, 3)) == blocks.any(axis=(1, 3))).all()  # whole blocks only
     assert blocks.any(axis=(1, 3)).sum() == 4 + 12  # 25 % of 16 labelled + 25 % of 48 empty blocks
     assert (label[held] != 0).any() and (label[~held] != 0).any()
-    assert np.array_equal(held, _region_split(label, 0.25, seed=0))
-    assert not np.array_equal(held, _region_split(label, 0.25, seed=1))
+    assert np.array_equal(held, _block_split(label[None], 0.25, seed=0)[0])
+    assert not np.array_equal(held, _block_split(label[None], 0.25, seed=1)[0])
     tiny = np.zeros((64, 64), dtype=np.int64)
     tiny[2:5, 2:5] = 1  # one labelled block: nothing left to train on if it were held back
     with pytest.raises(InputError, match="labels in 1 of its 64 blocks"):
-        _region_split(tiny, 0.25, seed=0)
+        _block_split(tiny[None], 0.25, seed=0)
+
+
+def test_block_split_pools_the_blocks_of_several_slices():
+    """Several slices: the share is of all their labelled blocks and of all their empty ones, so a
+    slice the annotator emptied (no labels left) still lends empty blocks to both sides."""
+    labels = np.zeros((3, 64, 64), dtype=np.int64)
+    labels[0, 8:40, 16:48] = 1  # 16 labelled blocks
+    labels[1, 0:16, 0:32] = 2  # 8 labelled blocks (another class)
+    held = _block_split(labels, 0.25, seed=0)  # slice 2 stays empty
+    per_block = held.reshape(3, REGION_GRID, 8, REGION_GRID, 8)
+    assert (per_block.all(axis=(2, 4)) == per_block.any(axis=(2, 4))).all()  # whole blocks only
+    labelled = (labels.reshape(3, REGION_GRID, 8, REGION_GRID, 8) != 0).any(axis=(2, 4))
+    held_blocks = per_block.any(axis=(2, 4))
+    assert (held_blocks & labelled).sum() == 6  # 25 % of the 24 labelled blocks
+    assert (held_blocks & ~labelled).sum() == 42  # 25 % of the 168 empty ones
+    assert (labels[held] != 0).any() and (labels[~held] != 0).any()
+    sparse = np.zeros((3, 64, 64), dtype=np.int64)
+    sparse[1, 2:5, 2:5] = 1
+    with pytest.raises(InputError, match="3 slices have labels in 1 of their 192 blocks.*another slice"):
+        _block_split(sparse, 0.25, seed=0)
 
 
 def test_one_corrected_slice_trains_without_its_held_back_blocks(frames, parent, monkeypatch):
@@ -229,6 +249,36 @@ def test_one_corrected_slice_trains_without_its_held_back_blocks(frames, parent,
     hidden = [1 - v.float().mean().item() for v in seen]  # augmentation moves the blocks, not their share
     assert all(0.05 < h < 0.5 for h in hidden), hidden
     assert result.accepted == (result.dice_after > result.dice_before)
+
+
+def test_several_slices_train_on_all_and_are_judged_on_their_held_back_blocks(frames, parent, monkeypatch):
+    """The default: every corrected slice is trained on, a quarter of their blocks hidden from the
+    loss, and the before/after Dice is scored on those blocks alone (what the parent and the copy
+    predict elsewhere does not count)."""
+    model, card = parent
+    images, labels = frames
+    seen = []
+    make_loss = finetune_module.make_loss
+
+    def spying_make_loss(num_classes):
+        loss = make_loss(num_classes)
+
+        def call(logits, target, valid=None):
+            seen.append(valid)
+            return loss(logits, target, valid)
+
+        return call
+
+    monkeypatch.setattr(finetune_module, "make_loss", spying_make_loss)
+    result = finetune(model, card, images[:4], labels[:4], time_budget_s=600, max_steps=2, anchors=SliceSet(), seed=1)
+    assert result.train_indices == result.heldout_indices == [0, 1, 2, 3]
+    assert result.details["heldout"] == "blocks" and result.details["n_train"] == 4
+    assert "of 4 slices (blocks)" in result.message and len(seen) == 2 and all(v is not None for v in seen)
+    by_slices = finetune(model, card, images[:4], labels[:4], time_budget_s=600, max_steps=1, anchors=SliceSet(),
+                         seed=1, holdback_by="slices")
+    assert by_slices.details["heldout"] == "slices" and len(by_slices.heldout_indices) == 1
+    with pytest.raises(InputError, match="holdback_by must be one of slices, blocks"):
+        finetune(model, card, images[:4], labels[:4], max_steps=1, holdback_by="pixels")
 
 
 def test_per_class_dice_and_hd95_before_and_after(frames, parent):

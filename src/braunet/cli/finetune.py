@@ -1,10 +1,10 @@
 """``braunet finetune``: fine-tune a model on corrected labels; keep it only if it measurably improves.
 
 IMAGES and LABELS as for ``braunet train`` (folders matched by file name, or files paired in order;
-volumes give their axial slices). A share of the slices (--holdback) is held back (of a single
-slice: that share of its 8 x 8 blocks); the model is trained on the rest for --time-budget seconds
-(replaying the anchors.npz stored in the model's folder) and scored on the held-back slices before
-and after. If the Dice improves, the new version (card: version + 1, parent NAME@VERSION) is saved
+volumes give their axial slices). A share (--holdback) of every slice's 8 x 8 blocks is held back
+(--holdback-by slices: that share of the slices instead; a single slice is always split by
+blocks); the model is trained on the rest for --time-budget seconds (replaying the anchors.npz
+stored in the model's folder) and scored on what was held back before and after. If the Dice improves, the new version (card: version + 1, parent NAME@VERSION) is saved
 in the model library ($BRAUNET_MODELS_DIR, default ~/.braunet/models) as NAME@VERSION, the same
 place the napari Fine-tune widget saves to, or to --out DIR; otherwise nothing is written, the
 reason is printed, and the exit code is 0 (--require-improvement makes it 3). Each class's Dice and
