@@ -14,9 +14,12 @@ Prints one JSON line per mode and seed with wall time (whole ``finetune`` call, 
 scoring included) against the 60 s target, Dice before/after and the validation change, then one
 summary line per mode (means over seeds: with 10 scored frames and a weak base model a single
 round's figures swing by +-0.1 between seeds).
-``--blend 1`` turns off the weight-space blend towards the parent (the rounds before it existed).
+``--blend 1`` turns off the weight-space blend towards the parent (the rounds before it existed);
+``--holdback-by slices|blocks`` chooses what a round holds back to judge itself. Each line also gives
+``candidate_gain`` and ``candidate_val_change``: what the round's copy scores whether or not it was
+accepted, which tells a wrong rejection from a round that was rightly turned down.
 Usage: python bench/bench_finetune.py [--budget 30] [--modes decoder full] [--seeds 0 1 2] [--threads N]
-       [--blend B]
+       [--blend B] [--holdback-by slices|blocks]
 """
 
 from __future__ import annotations
@@ -84,13 +87,14 @@ def main() -> None:
     for mode, seed in [(m, s) for m in args.modes for s in args.seeds]:
         start = time.perf_counter()
         result = finetune(parent, card, corrected.images, corrected.labels, mode=mode, time_budget_s=args.budget,
-                          seed=seed, anchors=source.anchors, **extra)
+                          seed=seed, anchors=source.anchors, keep_candidate=True, **extra)
         wall = time.perf_counter() - start
         after = evaluate_slices(result.model, card, scored).mean_dice
         val_after = evaluate_slices(result.model, card, validation).mean_dice
         # what the round's copy would have given, kept or not: tells a wrong rejection from a bad round
-        candidate = evaluate_slices(result.candidate, card, scored).mean_dice
-        candidate_val = evaluate_slices(result.candidate, card, validation).mean_dice
+        candidate, candidate_val = (after, val_after) if result.accepted else (
+            evaluate_slices(result.candidate, card, scored).mean_dice,
+            evaluate_slices(result.candidate, card, validation).mean_dice)  # fmt: skip
         runs.append({"mode": mode, "wall_s": wall, "gain": after - before, "val_change": val_after - val_before,
                      "accepted": result.accepted, "blend": result.details["blend"],
                      "candidate_gain": candidate - before, "candidate_val_change": candidate_val - val_before})

@@ -367,27 +367,33 @@ def score_held_out(model: Any, card: ModelCard, bundle: Bundle) -> None:
     for key, slices in scored.items():
         if len(slices):
             card.metrics[key] = evaluate_slices(model, card, slices).to_json_dict()
+    flips = f" with the test-time flips {', '.join(card.recipe.tta)}" if card.recipe.tta else ""
     card.metrics["note"] = (
-        "validation: the checkpoint chosen by the pooled validation Dice at the network resolution, per class over "
-        "the slices that annotate it; validation_<source>: each held-out source scored at the images' own "
-        "resolution (3-D per case for CT volumes, per slice or image otherwise), HD95 in mm (pixels for photographs)"
-        + (f", with the test-time flips {', '.join(card.recipe.tta)}" if card.recipe.tta else "")
+        "validation: the checkpoint chosen by the pooled validation Dice at the network resolution (plain pass), per "
+        "class over the slices that annotate it; validation_<source>: each held-out source scored at the images' own "
+        f"resolution (3-D per case for CT volumes, per slice or image otherwise){flips}, HD95 in mm (pixels for "
+        "photographs)"
     )
 
 
-def rescore(name: str, folder: Path, tta: Sequence[str] | None = None, limit: int | None = None) -> dict[str, Any]:
+def rescore(name: str, folder: Path, tta: Sequence[str] | None = None, limit: int | None = None,
+            command: str = "") -> dict[str, Any]:  # fmt: skip
     """Re-score the model in ``folder`` on its held-out sources and rewrite its card (weights untouched).
 
     ``tta``: the test-time flips its card records from now on (None keeps the card's); ``limit``:
-    the first few slices of every source (a smoke run).
+    the first few slices of every source (a smoke run); ``command``: what ran, recorded in
+    ``training["rescored"]`` so the card says how its figures came about.
     """
     model, card = load_checkpoint(folder)
+    if tta and card.recipe.kind == "ct":
+        raise SystemExit(f"{name}: test-time flips do not suit CT (the abdomen is not mirror-symmetric)")
     if tta is not None:
         card.preprocessing = {**card.preprocessing, "tta": list(tta)}
         if not tta:
             del card.preprocessing["tta"]
         card = ModelCard.from_dict(card.to_dict())  # reason: re-parse the recipe the card now records
     score_held_out(model, card, BUILDERS[name](data_dir(), limit))
+    card.training["rescored"] = {"command": command, "date": time.strftime("%Y-%m-%d", time.gmtime())}
     write_card(card, folder)
     summary = {"model": name, "folder": str(folder), "tta": list(card.recipe.tta),
                **{k: v.get("mean_dice") for k, v in card.metrics.items() if isinstance(v, dict) and "mean_dice" in v}}
@@ -412,6 +418,8 @@ def build(
 
     if name not in BUILDERS:
         raise SystemExit(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    if tta and name == "ct-abdomen-8":
+        raise SystemExit(f"{name}: test-time flips do not suit CT (the abdomen is not mirror-symmetric)")
     root = data_dir()
     load_start = time.perf_counter()
     bundle = BUILDERS[name](root, limit)
@@ -520,15 +528,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="where the model folders go (default: models/)")
     parser.add_argument("--limit", type=int, default=None, help="smoke run: the first N slices of each source")
     parser.add_argument("--tta", nargs="*", default=None, choices=sorted(TTA_FLIPS), metavar="FLIP",
-                        help="test-time flips the card records (hflip, vflip; bench/bench_tta.py measures them); "
-                             "with --rescore and no FLIP: none")  # fmt: skip
+                        help="test-time flips the card records (hflip, vflip; bench/bench_tta.py measures them; "
+                             "RGB models only); with --rescore and no FLIP: none. Give it after the model name")
     parser.add_argument("--rescore", action="store_true",
                         help="no training: re-score the model in OUT/<model> (default models/) on its held-out "
                              "sources and rewrite its card")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.rescore and args.limit and args.out is None:
+        parser.error("--rescore --limit would write smoke figures into models/: give --out")
+    if args.rescore and args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     for name in MODELS if args.model == "all" else (args.model,):
         if args.rescore:
-            rescore(name, (args.out or REPO / "models") / name, args.tta, args.limit)
+            rescore(name, (args.out or REPO / "models") / name, args.tta, args.limit,
+                    command="python scripts/train_bundled.py " + shlex.join(argv if argv is not None else sys.argv[1:]))
             continue
         build(name, args.minutes, args.work, args.seed, args.max_steps, args.threads, args.resume, out=args.out,
               device=args.device, preset=args.preset, batch_size=args.batch_size, augment=args.augment,

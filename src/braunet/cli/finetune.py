@@ -4,12 +4,13 @@ IMAGES and LABELS as for ``braunet train`` (folders matched by file name, or fil
 volumes give their axial slices). A share (--holdback) of every slice's 8 x 8 blocks is held back
 (--holdback-by slices: that share of the slices instead; a single slice is always split by
 blocks); the model is trained on the rest for --time-budget seconds (replaying the anchors.npz
-stored in the model's folder) and scored on what was held back before and after. If the Dice improves, the new version (card: version + 1, parent NAME@VERSION) is saved
-in the model library ($BRAUNET_MODELS_DIR, default ~/.braunet/models) as NAME@VERSION, the same
-place the napari Fine-tune widget saves to, or to --out DIR; otherwise nothing is written, the
-reason is printed, and the exit code is 0 (--require-improvement makes it 3). Each class's Dice and
-HD95 on the held-back slices are printed before -> after (HD95 in mm for volumes, in pixels for 2-D
-images; --json: ``per_class`` and ``hd95_unit``).
+stored in the model's folder) and scored on what was held back before and after. If the Dice
+improves, the new version (card: version + 1, parent NAME@VERSION) is saved in the model library
+($BRAUNET_MODELS_DIR, default ~/.braunet/models) as NAME@VERSION, the same place the napari
+Fine-tune widget saves to, or to --out DIR; otherwise nothing is written, the reason is printed,
+and the exit code is 0 (--require-improvement makes it 3). Each class's Dice and HD95 on the
+held-back pixels are printed before -> after (HD95 in mm for volumes, in pixels for 2-D images;
+--json: ``per_class``, ``hd95_unit``, and ``heldout``: "blocks" or "slices").
 
 The output (--out DIR or the library slot NAME@VERSION) is claimed before any work: a taken
 folder, or one another run is writing, is refused at once. The version folder is written under a
@@ -124,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         "accepted": result.accepted, "dice_before": result.dice_before, "dice_after": result.dice_after,
         "anchor_dice_before": result.anchor_dice_before, "anchor_dice_after": result.anchor_dice_after,
         "n_train": len(result.train_indices), "n_heldout": len(result.heldout_indices), "steps": result.steps,
+        "heldout": result.details["heldout"], "heldout_share_of_slice": result.details.get("heldout_share_of_slice"),
         "elapsed_s": round(result.elapsed_s, 1), "out": str(written) if written else None, "ref": ref,
         "message": result.message,
         "hd95_unit": result.hd95_unit,

@@ -194,9 +194,9 @@ class SliceRunner:
             with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=enabled):
                 logits = self.network(x).float()
                 for dim in self.flip_dims:  # the recipe's test-time flips: mirror in, mirror back, average
-                    logits += self.network(x.flip(dim)).float().flip(dim)
+                    logits = logits + self.network(x.flip(dim)).float().flip(dim)  # reason: never in place
             if self.flip_dims:
-                logits /= 1 + len(self.flip_dims)
+                logits = logits / (1 + len(self.flip_dims))
         if logits.ndim != 4 or logits.shape[1] != self.num_classes:
             raise ValueError(f"the network gave logits of shape {tuple(logits.shape)}, expected "
                              f"(B, {self.num_classes}, H, W)")  # fmt: skip

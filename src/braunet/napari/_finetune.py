@@ -7,8 +7,8 @@
   except those the user deselects; the count line says how many are selected.
 * Train runs :func:`braunet.train.finetune.finetune` in a worker on a copy of the widget's model
   (by default the one that segmented the layer), with a live loss curve, a progress bar over the
-  time budget and Cancel. Some corrected slices are held back (with a single corrected slice, a
-  quarter of its blocks): the widget shows their Dice before and after, and a table of each
+  time budget and Cancel. A quarter of the corrected slices' blocks is held back (or, by choice, a
+  quarter of the slices): the widget shows their Dice before and after, and a table of each
   class's Dice and HD95 (mm for volumes, pixels for 2-D images).
 * Accept (only offered when the fine-tuned copy improved the held-back Dice without forgetting)
   adds the new version to the viewer's model store; widgets using its parent switch to it.
@@ -407,9 +407,10 @@ class FinetuneWidget(Container):
         self.result = result
         self.progress.value = 100
         self.loss_curve.set_values(result.losses)
-        held = ", ".join(str(chosen[i]) for i in result.heldout_indices)
+        indices = result.heldout_indices
+        held = ", ".join(str(chosen[i]) for i in indices) if len(indices) <= 5 else f"{len(indices)} slices"
         if result.details.get("heldout") == "blocks":  # every slice split by blocks
-            which = f"slice {held}" if len(result.heldout_indices) == 1 else f"slices {held}"
+            which = held if len(indices) > 5 else f"slice {held}" if len(indices) == 1 else f"slices {held}"
             held = f"{result.details['heldout_share_of_slice']:.0%} of {which}, by blocks"
         text = f"{result.dice_before:.3f} → {result.dice_after:.3f} (held back: {held})"
         if result.anchor_dice_before is not None:

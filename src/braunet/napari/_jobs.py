@@ -78,7 +78,7 @@ class Job(QObject):
     # -- worker thread -------------------------------------------------------------------------
     def _run(self) -> Any:
         try:
-            return self._func(self._report, self._stop.is_set)
+            return self._func(self._report, self._should_stop)
         except Cancelled:
             return _CANCELLED
         except BraunetError as error:
@@ -86,6 +86,17 @@ class Job(QObject):
 
     def _report(self, *args: Any) -> None:
         self.progressed.emit(args)
+
+    def _should_stop(self) -> bool:
+        """The engine's stop check: the widget's Cancel, or the Cancel of napari's progress bar.
+
+        reason: napari's bar only flags ``is_canceled`` (its callback runs only while the bar is
+        iterated, which a Job never does), so the flag is read here.
+        """
+        bar = self._bar
+        if bar is not None and bar.is_canceled:
+            self.cancel()
+        return self._stop.is_set()
 
     # -- GUI thread ----------------------------------------------------------------------------
     def start(self) -> Job:

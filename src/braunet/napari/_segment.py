@@ -145,16 +145,20 @@ class SegmentWidget(Container):
         self.checkpoint.changed.connect(self._add_checkpoint)
         self.official.changed.connect(self._add_official)
         self.model.changed.connect(self._update_hint)
-        self.model.changed.connect(self.store.preload)  # reason: the first Run then costs a forward pass, not a load
+        self.model.changed.connect(self._preload)
         self.window.changed.connect(self._apply_window)
         self.image.changed.connect(self._image_chosen)
         self.slice_mode.changed.connect(self._update_range_enabled)
         self._image_chosen()
         self._update_hint()
         self._update_range_enabled()
-        self.store.preload(self.model.value)
+        self._preload()
 
     # -- options -------------------------------------------------------------------------------
+    def _preload(self, value: Any = None) -> None:
+        """Load the chosen model in the background: the first Run then costs a forward pass, not a load."""
+        self.store.preload(self.model.value, self.device.value)
+
     def _choose(self, key: str) -> None:
         """Make ``key`` this widget's model (only this widget's)."""
         self.model.reset_choices()

@@ -29,6 +29,8 @@ from psygnal import Signal
 
 __all__ = ["ModelEntry", "ModelStore"]
 
+_ONE_PRELOAD = threading.Lock()  # preloads run one after the other
+
 
 @dataclass(eq=False)
 class ModelEntry:
@@ -73,6 +75,7 @@ class ModelStore:
         self.recent: str | None = None  # the model last chosen in any widget: the default of widgets opened later
         self._lock = threading.Lock()
         self._preloads: dict[str, threading.Thread] = {}
+        self._preload_lock = threading.Lock()  # reason: never the weights lock, which a load holds for long
 
     @classmethod
     def for_viewer(cls, viewer: Any) -> ModelStore:
@@ -216,16 +219,18 @@ class ModelStore:
                 entry.model.to(resolve_device(device))
             return entry.model, entry.card
 
-    def preload(self, key: str | None) -> threading.Thread | None:
-        """Load ``key``'s weights and run one forward pass on them in a background thread; return it.
+    def preload(self, key: str | None, device: str | None = None) -> threading.Thread | None:
+        """Load ``key``'s weights onto ``device`` and run one forward pass, in a background thread; return it.
 
         Why: a widget's first click paid the load (0.06-0.2 s) and the first forward pass's one-off
-        set-up (0.03-0.04 s; bench/bench_latency.py) before anything showed. Once per key; a model
-        that fails to load is left for the click that needs it to report, in one line.
+        set-up (0.03-0.04 s; bench/bench_latency.py) before anything showed. Once per key, one key at
+        a time (browsing the model list on 2 cores queues the loads instead of running them all at
+        once); the forward pass holds the weights lock, so a Run cannot move the model meanwhile. A
+        model that fails to load is left for the click that needs it to report, in one line.
         """
         if not key or key not in self._entries:
             return None
-        with self._lock:
+        with self._preload_lock:
             if key in self._preloads:
                 return self._preloads[key]
 
@@ -234,16 +239,14 @@ class ModelStore:
 
                 from braunet.errors import BraunetError
 
-                try:
-                    model, card = self.load(key)
-                except BraunetError:
-                    return
-                size, channels = card.config.img_size, card.config.in_chans
-                try:
-                    with torch.inference_mode():
-                        model(torch.zeros(1, channels, size, size, device=next(model.parameters()).device))
-                except RuntimeError:  # reason: a Run moved the model to another device meanwhile; it is warm anyway
-                    pass
+                with _ONE_PRELOAD:
+                    try:
+                        model, card = self.load(key, device)
+                    except BraunetError:
+                        return
+                    size, channels = card.config.img_size, card.config.in_chans
+                    with self._lock, torch.inference_mode():
+                        model.eval()(torch.zeros(1, channels, size, size, device=next(model.parameters()).device))
 
             thread = self._preloads[key] = threading.Thread(target=work, name=f"braunet-preload-{key}", daemon=True)
         thread.start()

@@ -2,12 +2,13 @@
 
 The napari Fine-tune widget and ``braunet finetune`` call :func:`finetune`. One round:
 
-1. Hold back a share of the corrected slices (``holdback``, at least one slice) and score the parent
-   model on them: ``dice_before``. With ``holdback_by="blocks"``, and always for a single
-   corrected slice, every slice is split instead: the same share of their 8 x 8 blocks
-   (stratified so that both parts hold labelled pixels) is held back, and training ignores those
-   pixels (the network still sees the whole slices).
-2. Train a copy of the model on the other slices for ``time_budget_s`` seconds (a step budget would
+1. Hold back part of the corrections and score the parent model there: ``dice_before``. By default
+   (``holdback_by="blocks"``) every corrected slice is trained on and a share (``holdback``) of
+   their 8 x 8 blocks, stratified so that both parts hold labelled pixels, is held back: training
+   ignores those pixels (the network still sees the whole slices). ``holdback_by="slices"`` holds
+   that share of the slices back instead (at least one), as it does when the labels of several
+   slices touch fewer than 2 blocks; a single slice is always split by blocks.
+2. Train a copy of the model on the rest for ``time_budget_s`` seconds (a step budget would
    take minutes on one machine and seconds on another). Each batch mixes augmented corrected slices
    with slices of the model's anchor set (a few of its original training slices, stored with the
    model as ``anchors.npz``), so it keeps what it already knew. ``mode="decoder"`` trains only the
@@ -19,7 +20,7 @@ The napari Fine-tune widget and ``braunet finetune`` call :func:`finetune`. One 
    a few dozen small-batch steps is noisy, and points between it and its parent generalise better
    than either end (in bench_finetune it raised the gain on unseen frames and shrank the
    validation-split cost; models/README.md).
-3. Score the blended copy on the held-back slices: ``dice_after``. The copy is accepted only if
+3. Score the blended copy on what was held back: ``dice_after``. The copy is accepted only if
    ``dice_after > dice_before`` and, when there are anchors, its Dice on the anchors dropped by at
    most ``max_anchor_drop``. Otherwise the parent is returned unchanged, with the reason in
    ``message``.
@@ -30,12 +31,14 @@ Save it with :func:`braunet.train.versions.save_version` (into the library, wher
 it); roll back with
 :func:`braunet.train.versions.rollback`.
 
-Dice here is measured at the network's resolution on the held-back slices, all of them pooled per
-class (:mod:`braunet.train.validation` explains the class set), which is stable with few slices.
-``FinetuneResult.per_class`` gives each class's Dice and HD95 before -> after on the same pixels;
-HD95 is the mean over the held-back slices of the 2-D HD95 (undefined where the class is missing
-from the prediction or the truth of a slice), in mm when the caller passes the slices' pixel
-spacing, else in pixels of the slices as given (``hd95_unit``).
+Dice here is measured at the network's resolution on the held-back pixels, all of them pooled per
+class (:mod:`braunet.train.validation` explains the class set), which is stable with few slices; it
+is the plain forward pass, without the test-time flips a card may give predictions (the round is
+judged the same way before and after). ``FinetuneResult.per_class`` gives each class's Dice and
+HD95 before -> after on the same pixels; HD95 is the mean over the slices holding held-back pixels
+of the 2-D HD95 (undefined where the class is missing from the prediction or the truth of a slice),
+in mm when the caller passes the slices' pixel spacing, else in pixels of the slices as given
+(``hd95_unit``).
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ __all__ = ["DEFAULT_HOLDBACK_BY", "HOLDBACK_UNITS", "MODES", "ClassChange", "Fin
 MODES = ("decoder", "full")
 HOLDBACK_UNITS = ("slices", "blocks")  # what a round holds back to judge itself on: whole slices, or blocks of each
 DEFAULT_HOLDBACK_BY = "blocks"
-REGION_GRID = 8  # a single corrected slice is held back by blocks of a REGION_GRID x REGION_GRID grid
+REGION_GRID = 8  # corrected slices are held back by blocks of a REGION_GRID x REGION_GRID grid
 IGNORED = -1  # label value of the pixels training must not see (the held-back blocks)
 
 
@@ -118,7 +121,7 @@ class FinetuneResult:
     details: dict = field(default_factory=dict)
     per_class: list[ClassChange] = field(default_factory=list)  # the classes in dice_before/after's mean
     hd95_unit: str = "px"  # "mm" when the slices' pixel spacing was given
-    candidate: BRAUNet | None = None  # the fine-tuned (blended) copy, kept or not: what a rejected round would have given
+    candidate: BRAUNet | None = None  # with keep_candidate: the blended copy, kept or not (what a rejected round gave)
 
 
 def _pooled_dice(pred: np.ndarray, truth: np.ndarray, binary: bool, extra: Sequence[np.ndarray] = ()) -> float:
@@ -194,6 +197,21 @@ def _split(n: int, holdback: float, seed: int) -> tuple[list[int], list[int]]:
     return sorted(order[held:]), sorted(order[:held])
 
 
+def _grid(shape: tuple[int, ...]) -> list[tuple[slice, slice]]:
+    """The REGION_GRID x REGION_GRID blocks of an (H, W) slice, row by row."""
+    rows = np.linspace(0, shape[0], REGION_GRID + 1).round().astype(int)
+    cols = np.linspace(0, shape[1], REGION_GRID + 1).round().astype(int)
+    return [(slice(rows[r], rows[r + 1]), slice(cols[c], cols[c + 1]))
+            for r in range(REGION_GRID) for c in range(REGION_GRID)]  # fmt: skip
+
+
+def _labelled_block_ids(labels: np.ndarray) -> list[int]:
+    """(N, S, S) labels -> ids ``slice * REGION_GRID**2 + block`` of the blocks that hold a label."""
+    blocks = _grid(labels.shape[1:])
+    return [i * len(blocks) + b for i in range(labels.shape[0]) for b, block in enumerate(blocks)
+            if (labels[i][block] != 0).any()]  # fmt: skip
+
+
 def _block_split(labels: np.ndarray, holdback: float, seed: int) -> np.ndarray:
     """Hold back part of every corrected slice: (N, S, S) labels -> (N, S, S) bool, True where held back.
 
@@ -206,19 +224,17 @@ def _block_split(labels: np.ndarray, holdback: float, seed: int) -> np.ndarray:
     slices), at least one and never all of the labelled ones, so both parts contain the structures
     the annotator corrected.
     """
-    count, height, width = labels.shape
-    edges = np.linspace(0, height, REGION_GRID + 1).round().astype(int)
-    cols = np.linspace(0, width, REGION_GRID + 1).round().astype(int)
-    blocks = [(slice(edges[r], edges[r + 1]), slice(cols[c], cols[c + 1]))
-              for r in range(REGION_GRID) for c in range(REGION_GRID)]  # fmt: skip
+    count = labels.shape[0]
+    blocks = _grid(labels.shape[1:])
     per_slice = len(blocks)
-    labelled = [i * per_slice + b for i in range(count) for b, block in enumerate(blocks) if (labels[i][block] != 0).any()]
+    labelled = _labelled_block_ids(labels)
     empty = sorted(set(range(count * per_slice)) - set(labelled))
     if len(labelled) < 2:
         which = "slice has" if count == 1 else f"{count} slices have"
         raise InputError(
             f"the corrected {which} labels in {len(labelled)} of {'its' if count == 1 else 'their'} "
-            f"{count * per_slice} blocks: too little to hold part of it back and still train on the rest; "
+            f"{count * per_slice} blocks: too little to hold part of {'it' if count == 1 else 'them'} back and "
+            "still train on the rest; "
             f"correct {'a second' if count == 1 else 'another'} slice"
         )
     rng = np.random.default_rng(seed)
@@ -405,6 +421,7 @@ def finetune(
     l2sp: float = 0.1,
     blend: float = 0.7,
     spacing: Sequence[tuple[float, float]] | None = None,
+    keep_candidate: bool = False,
 ) -> FinetuneResult:
     """Fine-tune a copy of ``model`` on corrected slices; keep it only if held-back Dice improves.
 
@@ -445,9 +462,12 @@ def finetune(
             pixels of the slices as given. Required by a model whose recipe resamples slices to
             fixed-size pixels (``spacing_mm``): the corrected slices are prepared exactly as
             ``predict`` prepares them.
+        keep_candidate: also return the blended copy when it is rejected (``result.candidate``),
+            to measure what the accept rule turned down (bench/bench_finetune.py); off by default
+            so a rejected copy is not kept in memory.
 
     Raises:
-        InputError: no slices, a single slice with too few labelled blocks to split, mismatched
+        InputError: no slices, a single slice with labels in fewer than 2 blocks, mismatched
             shapes, labels that are not classes of the model.
         Cancelled: ``should_stop()`` returned True.
     """
@@ -478,12 +498,13 @@ def finetune(
                                   spacing=spacing if spacing is not None else (1.0, 1.0))  # fmt: skip
     data = prepare(slices, card.preprocessing, config.img_size, config.num_classes)
     held_region = None  # (N, S, S) bool where the slices are split by blocks
-    if len(slices) == 1 or holdback_by == "blocks":
+    by_blocks = len(slices) == 1 or (holdback_by == "blocks" and len(_labelled_block_ids(data.y.numpy())) >= 2)
+    if by_blocks:
         train_idx = held_idx = list(range(len(slices)))
         held_region = _block_split(data.y.numpy(), holdback, seed)
         hidden = data.y.masked_fill(torch.from_numpy(held_region), IGNORED)
         train_data, held_data = dataclasses.replace(data, y=hidden), data
-    else:
+    else:  # reason: several slices with labels in fewer than 2 blocks (e.g. false organs erased) still split by slice
         train_idx, held_idx = _split(len(slices), holdback, seed)
         train_data, held_data = data.subset(train_idx), data.subset(held_idx)
     anchor_set = _resolve_anchors(anchors)
@@ -566,7 +587,8 @@ def finetune(
             "finetune": {
                 "heldout_dice_before": dice_before, "heldout_dice_after": dice_after,
                 "anchor_dice_before": anchor_dice_before, "anchor_dice_after": anchor_dice_after,
-                "note": "Dice at the network resolution on the corrected slices held back from fine-tuning",
+                "note": ("Dice at the network resolution on the corrected pixels held back from fine-tuning "
+                         f"({'blocks of the corrected slices' if held_region is not None else 'whole slices'})"),
             },
             "parent_metrics": card.metrics,
         }
@@ -578,6 +600,6 @@ def finetune(
         losses=losses, train_indices=train_idx, heldout_indices=held_idx, message=message,
         anchor_dice_before=anchor_dice_before, anchor_dice_after=anchor_dice_after, steps=step,
         elapsed_s=elapsed, details=details, per_class=per_class, hd95_unit="px" if spacing is None else "mm",
-        candidate=tuned,
+        candidate=tuned if keep_candidate else None,
     )
 
