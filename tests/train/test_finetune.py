@@ -277,6 +277,10 @@ def test_several_slices_train_on_all_and_are_judged_on_their_held_back_blocks(fr
     by_slices = finetune(model, card, images[:4], labels[:4], time_budget_s=600, max_steps=1, anchors=SliceSet(),
                          seed=1, holdback_by="slices")
     assert by_slices.details["heldout"] == "slices" and len(by_slices.heldout_indices) == 1
+    sparse = [np.zeros_like(labels[0]), np.zeros_like(labels[1])]
+    sparse[0][10:14, 10:14] = 255  # the labels of both slices touch one block: too few to split, so by slices
+    fallback = finetune(model, card, images[:2], sparse, time_budget_s=600, max_steps=1, anchors=SliceSet(), seed=1)
+    assert fallback.details["heldout"] == "slices" and len(fallback.heldout_indices) == 1
     with pytest.raises(InputError, match="holdback_by must be one of slices, blocks"):
         finetune(model, card, images[:4], labels[:4], max_steps=1, holdback_by="pixels")
 
