@@ -222,12 +222,10 @@ def test_block_split_pools_the_blocks_of_several_slices():
         _block_split(sparse, 0.25, seed=0)
 
 
-def test_one_corrected_slice_trains_without_its_held_back_blocks(frames, parent, monkeypatch):
-    """With one slice the held-back blocks are hidden from the loss (``valid`` False there) and the
-    before/after Dice is scored on them alone."""
-    model, card = parent
-    images, labels = frames
-    seen = []
+@pytest.fixture()
+def loss_masks(monkeypatch) -> list:
+    """The ``valid`` mask the fine-tuning loss gets at each step (None: every pixel counts)."""
+    seen: list = []
     make_loss = finetune_module.make_loss
 
     def spying_make_loss(num_classes):
@@ -240,6 +238,15 @@ def test_one_corrected_slice_trains_without_its_held_back_blocks(frames, parent,
         return call
 
     monkeypatch.setattr(finetune_module, "make_loss", spying_make_loss)
+    return seen
+
+
+def test_one_corrected_slice_trains_without_its_held_back_blocks(frames, parent, loss_masks):
+    """With one slice the held-back blocks are hidden from the loss (``valid`` False there) and the
+    before/after Dice is scored on them alone."""
+    model, card = parent
+    images, labels = frames
+    seen = loss_masks
     result = finetune(model, card, images[:1], labels[:1], time_budget_s=600, max_steps=3, anchors=SliceSet(),
                       seed=2, lr=5e-3)
     assert result.train_indices == result.heldout_indices == [0] and result.steps == 3
@@ -251,25 +258,13 @@ def test_one_corrected_slice_trains_without_its_held_back_blocks(frames, parent,
     assert result.accepted == (result.dice_after > result.dice_before)
 
 
-def test_several_slices_train_on_all_and_are_judged_on_their_held_back_blocks(frames, parent, monkeypatch):
+def test_several_slices_train_on_all_and_are_judged_on_their_held_back_blocks(frames, parent, loss_masks):
     """The default: every corrected slice is trained on, a quarter of their blocks hidden from the
     loss, and the before/after Dice is scored on those blocks alone (what the parent and the copy
     predict elsewhere does not count)."""
     model, card = parent
     images, labels = frames
-    seen = []
-    make_loss = finetune_module.make_loss
-
-    def spying_make_loss(num_classes):
-        loss = make_loss(num_classes)
-
-        def call(logits, target, valid=None):
-            seen.append(valid)
-            return loss(logits, target, valid)
-
-        return call
-
-    monkeypatch.setattr(finetune_module, "make_loss", spying_make_loss)
+    seen = loss_masks
     result = finetune(model, card, images[:4], labels[:4], time_budget_s=600, max_steps=2, anchors=SliceSet(), seed=1)
     assert result.train_indices == result.heldout_indices == [0, 1, 2, 3]
     assert result.details["heldout"] == "blocks" and result.details["n_train"] == 4
