@@ -262,3 +262,23 @@ def test_test_time_flips_average_the_mirrored_logits(data_dir):
     for bad in (["rotate"], ["hflip", "hflip"], "hflip"):
         with pytest.raises(CheckpointError, match="tta must list distinct flips"):
             parse_preprocessing({**ISIC_RGB, "tta": bad}, source="card.json")
+
+
+def test_a_float16_overflow_falls_back_to_float32():
+    """float16 autocast (MPS, older CUDA GPUs) holds values up to 65504: a network whose activations
+    exceed it gives NaN there, so the runner re-runs the batch in float32, says so in ``precision``,
+    and stays in float32. (Forced here on the CPU, whose autocast also runs float16 convolutions.)"""
+    from braunet.infer import ISIC_RGB
+
+    big = nn.Conv2d(3, 1, 1)
+    with torch.no_grad():
+        big.weight.fill_(4e4)  # activations of ~1e5: finite in float32, infinite in float16
+        big.bias.zero_()
+    runner = SliceRunner(big, parse_preprocessing(ISIC_RGB), 32, 1)
+    runner.autocast, runner.precision = torch.float16, "fp16"
+    x = torch.ones(2, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.float16):
+        assert not torch.isfinite(big(x)).all()  # the premise: float16 overflows here
+    logits = runner.logits(x)
+    assert torch.isfinite(logits).all() and runner.precision == "fp32" and runner.autocast is None
+    torch.testing.assert_close(logits, torch.full_like(logits, 1.2e5))

@@ -102,6 +102,26 @@ def test_half_checkpoint_is_smaller_and_loads_as_float32(small_model, tmp_path):
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
+def test_half_checkpoint_keeps_values_float16_cannot_hold_in_float32(small_model, tmp_path):
+    """A BatchNorm running variance of 2e9 (the retrained polyp model has one) would become infinite
+    in float16, and the loader would then refuse the file as corrupt: it is stored in float32."""
+    import copy
+
+    from safetensors.torch import load_file
+
+    model = copy.deepcopy(small_model)
+    name, norm = next((n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
+    with torch.no_grad():
+        norm.running_var.fill_(2.4e9)
+        norm.running_mean.fill_(9e4)
+    save_checkpoint(model, _card(model), tmp_path / "half", half=True)
+    stored = load_file(tmp_path / "half" / "model.safetensors")
+    assert stored[f"{name}.running_var"].dtype == stored[f"{name}.running_mean"].dtype == torch.float32
+    assert stored[f"{name}.weight"].dtype == torch.float16  # everything else is still halved
+    loaded, _ = load_checkpoint(tmp_path / "half")
+    assert torch.equal(loaded.state_dict()[f"{name}.running_var"], norm.running_var)
+
+
 def test_card_weights_mismatch_is_refused(small_model, tmp_path):
     save_checkpoint(small_model, _card(small_model), tmp_path / "ckpt")
     other = BRAUNet(get_preset("tiny", num_classes=4, embed_dim=(8, 16, 32, 64), qk_dims=(8, 16, 32, 64)))

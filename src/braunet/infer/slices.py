@@ -189,18 +189,25 @@ class SliceRunner:
         With test-time flips (``recipe.tta``) the mean of the logits of the plain and mirrored inputs.
         """
         with torch.inference_mode(), _eval_mode(self.network):
-            enabled = self.autocast is not None
             x = x.to(self.device, non_blocking=True)
-            with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=enabled):
-                logits = self.network(x).float()
-                for dim in self.flip_dims:  # the recipe's test-time flips: mirror in, mirror back, average
-                    logits = logits + self.network(x.flip(dim)).float().flip(dim)  # reason: never in place
-            if self.flip_dims:
-                logits = logits / (1 + len(self.flip_dims))
+            logits = self._forward(x)
+            if self.autocast is torch.float16 and not bool(torch.isfinite(logits).all()):
+                # float16 holds values up to 65504 only: a model with larger activations (the retrained
+                # polyp model has some) overflows to NaN, so this runner falls back to float32 for good
+                self.autocast, self.precision = None, "fp32"
+                logits = self._forward(x)
         if logits.ndim != 4 or logits.shape[1] != self.num_classes:
             raise ValueError(f"the network gave logits of shape {tuple(logits.shape)}, expected "
                              f"(B, {self.num_classes}, H, W)")  # fmt: skip
         return logits
+
+    def _forward(self, x: Tensor) -> Tensor:
+        """The network under this runner's autocast, averaged over the recipe's test-time flips (float32)."""
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            logits = self.network(x).float()
+            for dim in self.flip_dims:  # the recipe's test-time flips: mirror in, mirror back, average
+                logits = logits + self.network(x.flip(dim)).float().flip(dim)  # reason: never in place
+        return logits / (1 + len(self.flip_dims)) if self.flip_dims else logits
 
     def probabilities(self, x: Tensor) -> Tensor:
         """Network input (B, C, S, S) -> float32 class probabilities (B, max(K, 2), S, S) on the device.

@@ -167,21 +167,28 @@ _CARD_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
 def save_checkpoint(model: BRAUNet, card: ModelCard, folder: str | os.PathLike, *, half: bool = False) -> Path:
     """Write ``folder/model.safetensors`` and ``folder/card.json`` (each atomically); return folder.
 
-    ``half=True`` stores floating-point weights as float16 (half the size, for the bundled models);
+    ``half=True`` stores floating-point weights as float16 (half the size, for the bundled models),
+    except tensors with values float16 cannot hold (beyond +-65504: e.g. the BatchNorm running
+    variance of a layer with large activations), which stay float32 rather than become infinite;
     loading always gives a float32 model, because ``load_state_dict`` casts into its parameters.
     """
     folder = Path(folder)
     if card.config != model.config:
         raise CheckpointError(f"{folder}: card config differs from the model's config")
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {
-        k: (v.detach().to("cpu", torch.float16) if half and v.is_floating_point() else v.detach().to("cpu")).contiguous()
-        for k, v in model.state_dict().items()
-    }
+    tensors = {k: _stored(v.detach().to("cpu"), half).contiguous() for k, v in model.state_dict().items()}
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "name": card.name})
     write_card(card, folder)
     return folder
+
+
+def _stored(tensor: torch.Tensor, half: bool) -> torch.Tensor:
+    """``tensor`` as saved: float16 when ``half`` and every value survives the cast, else unchanged."""
+    if not (half and tensor.is_floating_point()):
+        return tensor
+    small = tensor.to(torch.float16)
+    return small if bool(torch.isfinite(small).all()) or not bool(torch.isfinite(tensor).all()) else tensor
 
 
 def write_card(card: ModelCard, folder: str | os.PathLike) -> Path:
