@@ -177,8 +177,8 @@ def test_holdback_by_reaches_the_round_and_defaults_as_the_library_does(frames, 
     monkeypatch.setattr(finetune_module, "finetune", spying_round)
     images, masks = frames
     assert main(_args(rgb_model_dir, images, masks, "--out", tmp_path / "a")) == 0
-    assert main(_args(rgb_model_dir, images, masks, "--holdback-by", "slices", "--out", tmp_path / "b")) == 0
-    assert seen == [finetune_module.DEFAULT_HOLDBACK_BY, "slices"]
+    assert main(_args(rgb_model_dir, images, masks, "--holdback-by", "blocks", "--out", tmp_path / "b")) == 0
+    assert seen == [finetune_module.DEFAULT_HOLDBACK_BY, "blocks"]
     assert finetune_module.HOLDBACK_UNITS == ("slices", "blocks")  # the CLI's choices
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:

@@ -259,22 +259,24 @@ def test_one_corrected_slice_trains_without_its_held_back_blocks(frames, parent,
 
 
 def test_several_slices_train_on_all_and_are_judged_on_their_held_back_blocks(frames, parent, loss_masks):
-    """The default: every corrected slice is trained on, a quarter of their blocks hidden from the
+    """``holdback_by="blocks"``: every corrected slice is trained on, a quarter of their blocks hidden from the
     loss, and the before/after Dice is scored on those blocks alone (what the parent and the copy
     predict elsewhere does not count)."""
     model, card = parent
     images, labels = frames
     seen = loss_masks
-    result = finetune(model, card, images[:4], labels[:4], time_budget_s=600, max_steps=2, anchors=SliceSet(), seed=1)
+    result = finetune(model, card, images[:4], labels[:4], time_budget_s=600, max_steps=2, anchors=SliceSet(), seed=1,
+                      holdback_by="blocks")
     assert result.train_indices == result.heldout_indices == [0, 1, 2, 3]
     assert result.details["heldout"] == "blocks" and result.details["n_train"] == 4
     assert "of 4 slices (blocks)" in result.message and len(seen) == 2 and all(v is not None for v in seen)
     by_slices = finetune(model, card, images[:4], labels[:4], time_budget_s=600, max_steps=1, anchors=SliceSet(),
-                         seed=1, holdback_by="slices")
+                         seed=1)  # the default
     assert by_slices.details["heldout"] == "slices" and len(by_slices.heldout_indices) == 1
     sparse = [np.zeros_like(labels[0]), np.zeros_like(labels[1])]
     sparse[0][10:14, 10:14] = 255  # the labels of both slices touch one block: too few to split, so by slices
-    fallback = finetune(model, card, images[:2], sparse, time_budget_s=600, max_steps=1, anchors=SliceSet(), seed=1)
+    fallback = finetune(model, card, images[:2], sparse, time_budget_s=600, max_steps=1, anchors=SliceSet(), seed=1,
+                        holdback_by="blocks")
     assert fallback.details["heldout"] == "slices" and len(fallback.heldout_indices) == 1
     with pytest.raises(InputError, match="holdback_by must be one of slices, blocks"):
         finetune(model, card, images[:4], labels[:4], max_steps=1, holdback_by="pixels")

@@ -1,8 +1,8 @@
 """``braunet finetune``: fine-tune a model on corrected labels; keep it only if it measurably improves.
 
 IMAGES and LABELS as for ``braunet train`` (folders matched by file name, or files paired in order;
-volumes give their axial slices). A share (--holdback) of every slice's 8 x 8 blocks is held back
-(--holdback-by slices: that share of the slices instead; a single slice is always split by
+volumes give their axial slices). A share (--holdback) of the slices is held back (--holdback-by
+blocks: that share of every slice's 8 x 8 blocks instead; a single slice is always split by
 blocks); the model is trained on the rest for --time-budget seconds (replaying the anchors.npz
 stored in the model's folder) and scored on what was held back before and after. If the Dice
 improves, the new version (card: version + 1, parent NAME@VERSION) is saved in the model library
@@ -57,8 +57,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mode", choices=("decoder", "full"), default="decoder", help="train the decoder or all")
     parser.add_argument("--holdback", type=_share, default=0.25, help="share held back to measure (0.25)")
     # reason: the choices and default are braunet.train.finetune's (a test checks); importing it here would load torch
-    parser.add_argument("--holdback-by", choices=("slices", "blocks"), default="blocks",
-                        help="hold back whole slices, or blocks of every slice (default: blocks)")
+    parser.add_argument("--holdback-by", choices=("slices", "blocks"), default="slices",
+                        help="hold back whole slices, or blocks of every slice (default: slices)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")

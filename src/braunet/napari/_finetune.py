@@ -7,8 +7,8 @@
   except those the user deselects; the count line says how many are selected.
 * Train runs :func:`braunet.train.finetune.finetune` in a worker on a copy of the widget's model
   (by default the one that segmented the layer), with a live loss curve, a progress bar over the
-  time budget and Cancel. A quarter of the corrected slices' blocks is held back (or, by choice, a
-  quarter of the slices): the widget shows their Dice before and after, and a table of each
+  time budget and Cancel. A quarter of the corrected slices is held back (with a single corrected
+  slice, or by choice, a quarter of the blocks): the widget shows their Dice before and after, and a table of each
   class's Dice and HD95 (mm for volumes, pixels for 2-D images).
 * Accept (only offered when the fine-tuned copy improved the held-back Dice without forgetting)
   adds the new version to the viewer's model store; widgets using its parent switch to it.
@@ -122,8 +122,9 @@ class FinetuneWidget(Container):
                                              "or of each slice's blocks")
         self.holdback_by = ComboBox(label="hold back by", choices=list(HOLDBACK_UNITS), value=DEFAULT_HOLDBACK_BY,
                                     tooltip="slices: whole edited slices; blocks: train on every edited slice and "
-                                            "judge the round on blocks of them it never saw (a single slice is "
-                                            "always split by blocks)")
+                                            "judge the round on blocks of them it never saw (kinder to a round: "
+                                            "their neighbours were trained on; a single slice is always split "
+                                            "by blocks)")
         self.device = ComboBox(label="device", choices=list(DEVICE_CHOICES), value="auto")
         self.train_button = PushButton(text="Train")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
