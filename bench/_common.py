@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -13,8 +14,22 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def load_train_bundled() -> ModuleType:
+    """scripts/train_bundled.py imported as a module: its held-out splits and data builders, for the
+    benches and tests that score the bundled models on the data they never trained on.
+
+    The script reads BRAUNET_DATA_DIR when it builds data: callers set it first.
+    """
+    spec = importlib.util.spec_from_file_location("train_bundled", REPO / "scripts" / "train_bundled.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["train_bundled"] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def emit(**record) -> None:

@@ -24,25 +24,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._common import alternating_best_medians, emit, run_context  # noqa: E402
+from bench._common import alternating_best_medians, emit, load_train_bundled, run_context  # noqa: E402
 
 from braunet.infer import SliceRunner  # noqa: E402
 from braunet.train.evaluate import evaluate_slices  # noqa: E402
 from braunet.zoo import resolve_model  # noqa: E402
 
 VARIANTS = {"none": [], "hflip": ["hflip"], "hflip+vflip": ["hflip", "vflip"]}
-
-
-def _train_bundled():
-    """scripts/train_bundled.py as a module: the held-out splits come from its data builders."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "train_bundled.py"
-    spec = importlib.util.spec_from_file_location("train_bundled", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_bundled"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def main() -> None:
@@ -52,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    script = _train_bundled()
+    script = load_train_bundled()
     root = script.data_dir()
     for name in args.models:
         model, card = resolve_model(name).load("cpu")

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from bench._common import load_train_bundled
 
 from braunet.train.evaluate import evaluate_slices
 from braunet.zoo import resolve_model
-from tests.train._shared import load_train_bundled
 
 # model -> validation source -> {class name or "mean": floor}. Measured figures: models/<name>/card.json
 # and models/README.md; floors are the measured Dice minus 0.03 (0.05 for classes scored on one subject).

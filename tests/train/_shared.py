@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -24,18 +21,6 @@ def data_root() -> Path:
     if not folder.is_dir():
         pytest.skip(f"shared data folder not found: {folder} (set BRAUNET_DATA_DIR)")
     return folder
-
-
-def load_train_bundled() -> ModuleType:
-    """scripts/train_bundled.py imported as a module (its splits and data builders).
-
-    The script reads BRAUNET_DATA_DIR when it builds data: callers set it first (monkeypatch).
-    """
-    spec = importlib.util.spec_from_file_location("train_bundled", REPO / "scripts" / "train_bundled.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_bundled"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 CVC_FRAMES = {  # sequence: frames (first, middle, last), from cvc_clinicdb/cases.csv

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from bench._common import load_train_bundled
 
 from braunet.model import load_checkpoint
-from tests.train._shared import load_train_bundled
 
 
 @pytest.fixture(scope="module")
