@@ -388,10 +388,8 @@ def rescore(name: str, folder: Path, tta: Sequence[str] | None = None, limit: in
     if tta and card.recipe.kind == "ct":
         raise SystemExit(f"{name}: test-time flips do not suit CT (the abdomen is not mirror-symmetric)")
     if tta is not None:
-        card.preprocessing = {**card.preprocessing, "tta": list(tta)}
-        if not tta:
-            del card.preprocessing["tta"]
-        card = ModelCard.from_dict(card.to_dict())  # reason: re-parse the recipe the card now records
+        preprocessing = {k: v for k, v in card.preprocessing.items() if k != "tta"}
+        card = dataclasses.replace(card, preprocessing={**preprocessing, "tta": list(tta)} if tta else preprocessing)
     score_held_out(model, card, BUILDERS[name](data_dir(), limit))
     card.training["rescored"] = {"command": command, "date": time.strftime("%Y-%m-%d", time.gmtime())}
     write_card(card, folder)

@@ -184,7 +184,10 @@ def save_checkpoint(model: BRAUNet, card: ModelCard, folder: str | os.PathLike, 
 
 
 def _stored(tensor: torch.Tensor, half: bool) -> torch.Tensor:
-    """``tensor`` as saved: float16 when ``half`` and every value survives the cast, else unchanged."""
+    """``tensor`` as saved: float16 when ``half`` and every value survives the cast, else unchanged.
+
+    A tensor that is already non-finite is halved all the same: the loader then refuses it as corrupt.
+    """
     if not (half and tensor.is_floating_point()):
         return tensor
     small = tensor.to(torch.float16)

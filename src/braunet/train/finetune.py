@@ -214,7 +214,7 @@ def _labelled_block_ids(labels: np.ndarray) -> list[int]:
             if (labels[i][block] != 0).any()]  # fmt: skip
 
 
-def _block_split(labels: np.ndarray, holdback: float, seed: int) -> np.ndarray:
+def _block_split(labels: np.ndarray, holdback: float, seed: int, labelled: list[int] | None = None) -> np.ndarray:
     """Hold back part of every corrected slice: (N, S, S) labels -> (N, S, S) bool, True where held back.
 
     Why: a round must be judged on pixels it did not train on, but whole held-back slices are
@@ -224,12 +224,12 @@ def _block_split(labels: np.ndarray, holdback: float, seed: int) -> np.ndarray:
     Each slice is cut into REGION_GRID x REGION_GRID blocks; ``holdback`` of all the blocks that hold
     labels and of those that do not are held back (the two kinds drawn separately, pooled over the
     slices), at least one and never all of the labelled ones, so both parts contain the structures
-    the annotator corrected.
+    the annotator corrected. ``labelled``: :func:`_labelled_block_ids` of ``labels``, if the caller has them.
     """
     count = labels.shape[0]
     blocks = _grid(labels.shape[1:])
     per_slice = len(blocks)
-    labelled = _labelled_block_ids(labels)
+    labelled = _labelled_block_ids(labels) if labelled is None else labelled
     empty = sorted(set(range(count * per_slice)) - set(labelled))
     if len(labelled) < 2:
         which = "slice has" if count == 1 else f"{count} slices have"
@@ -500,10 +500,10 @@ def finetune(
                                   spacing=spacing if spacing is not None else (1.0, 1.0))  # fmt: skip
     data = prepare(slices, card.preprocessing, config.img_size, config.num_classes)
     held_region = None  # (N, S, S) bool where the slices are split by blocks
-    by_blocks = len(slices) == 1 or (holdback_by == "blocks" and len(_labelled_block_ids(data.y.numpy())) >= 2)
-    if by_blocks:
+    labelled = _labelled_block_ids(data.y.numpy()) if len(slices) == 1 or holdback_by == "blocks" else []
+    if len(slices) == 1 or len(labelled) >= 2:
         train_idx = held_idx = list(range(len(slices)))
-        held_region = _block_split(data.y.numpy(), holdback, seed)
+        held_region = _block_split(data.y.numpy(), holdback, seed, labelled)
         hidden = data.y.masked_fill(torch.from_numpy(held_region), IGNORED)
         train_data, held_data = dataclasses.replace(data, y=hidden), data
     else:  # reason: several slices with labels in fewer than 2 blocks (e.g. false organs erased) still split by slice
