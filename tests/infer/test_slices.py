@@ -262,6 +262,8 @@ def test_test_time_flips_average_the_mirrored_logits(data_dir):
     for bad in (["rotate"], ["hflip", "hflip"], "hflip"):
         with pytest.raises(CheckpointError, match="tta must list distinct flips"):
             parse_preprocessing({**ISIC_RGB, "tta": bad}, source="card.json")
+    with pytest.raises(CheckpointError, match="card.json: tta is an RGB option"):
+        parse_preprocessing({**SYNAPSE_CT, "tta": ["hflip"]}, source="card.json")
 
 
 def test_a_float16_overflow_falls_back_to_float32():

@@ -33,14 +33,14 @@ field of view (``img_size * spacing_mm`` mm, centred) are background. Slices mus
 spacing (rows, cols) in mm. Why 1.75 mm for the bundled CT model: the measurement is in
 ``scripts/train_bundled.py``.
 
-Test-time flips (optional, any kind)::
+Test-time flips (optional, RGB only)::
 
     {"kind": "rgb", ..., "tta": ["hflip", "vflip"]}
 
 The network also runs on the left-right ("hflip") and/or up-down ("vflip") mirrored input and the
 logits, mirrored back, are averaged (:class:`braunet.infer.slices.SliceRunner`): each flip costs
-one more forward pass. A card gets it only where it was measured to pay (models/README.md); it
-does not suit CT, whose anatomy is not mirror-symmetric.
+one more forward pass. A card gets it only where it was measured to pay (models/README.md). A CT
+recipe refuses it: the abdomen is not mirror-symmetric (the liver is on one side).
 """
 
 from __future__ import annotations
@@ -170,6 +170,8 @@ def parse_preprocessing(spec: Mapping[str, Any] | Recipe, source: str = "model c
     if not isinstance(tta, (list, tuple)) or not all(isinstance(f, str) and f in TTA_FLIPS for f in tta) \
             or len(set(tta)) != len(tta):
         raise CheckpointError(f"{source}: tta must list distinct flips out of {', '.join(TTA_FLIPS)}, got {tta!r}")
+    if tta and kind == "ct":
+        raise CheckpointError(f"{source}: tta is an RGB option (a mirrored abdomen is not one a model has seen)")
     return Recipe(kind, mean, std, resize, view, float(low), float(high), spacing_mm, tuple(tta))
 
 
